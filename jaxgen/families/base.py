@@ -1,0 +1,97 @@
+"""The family contract: everything a model family gives the one generic trainer.
+
+A *family* (GAN, VAE, PixelCNN, flow, diffusion, ...) is a class registered by name
+(``config.model.family``). It owns one or more Flax (linen) networks and exposes
+
+* ``init(rng, batch) -> (params, state)``
+    ``params``: ``{network_name: params_pytree}`` -- what the optimizers train.
+    ``state``:  ``{network_name: {collection: pytree}}`` -- non-gradient Flax collections
+    (BatchNorm statistics, EMA codebooks, actnorm initialisation); ``{}`` when there is none.
+* ``update_groups() -> [UpdateGroup]``, in order. Each group names one network and a *pure* loss
+    ``loss_fn(params, state, batch, rng) -> (scalar_loss, (metrics, new_state))``.
+    The trainer differentiates the loss w.r.t. ``params[group.network]`` only and applies that
+    network's optax optimizer; ``repeats`` times with fresh randomness (a GAN: ``disc`` then ``gen``).
+* ``sample(params, state, rng, num) -> array``: ``num`` samples in *model space* (the preprocessed
+    scale of ``batch["x"]``); controls (temperature, steps, ...) come from ``config.sample``.
+* ``eval_metrics(params, state, batch, rng) -> {name: scalar}``: held-out metrics averaged over
+    the batch (NLL / ELBO in nats and bits/dim where the family has a likelihood).
+
+A batch is a dict of arrays with a leading batch axis: ``"x"`` (float images ``[B, H, W, C]``,
+points ``[B, D]`` or integer tokens ``[B, T]``) and, where the data set has classes, ``"label"``
+(int32 ``[B]``). All functions must be pure and jit-able: the trainer compiles them once.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+
+from jaxgen.data.spec import DataSpec
+from jaxgen.registry import Registry
+
+PyTree = Any
+Params = Mapping[str, PyTree]
+State = Mapping[str, PyTree]
+Batch = Mapping[str, jax.Array]
+Metrics = Mapping[str, jax.Array]
+LossFn = Callable[[Params, State, Batch, jax.Array], tuple[jax.Array, tuple[Metrics, State]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateGroup:
+  """One optimizer update: differentiate ``loss_fn`` w.r.t. ``params[network]``.
+
+  ``loss_fn(params, state, batch, rng) -> (loss, (metrics, new_state))`` sees the parameters of
+  every network (a generator loss needs the discriminator) but only ``network`` is updated.
+  ``new_state`` replaces ``state`` (return the input ``state`` when nothing changes).
+  Metric names are prefixed with ``network/`` by the trainer.
+  """
+
+  network: str
+  loss_fn: LossFn
+  repeats: int = 1
+
+
+class Family(abc.ABC):
+  """Base class of all model families; see the module docstring for the contract."""
+
+  #: Names of the networks, e.g. ``("disc", "gen")``; each gets its own optimizer
+  #: (``config.optim.<name>``, falling back to ``config.optim.default``).
+  networks: tuple[str, ...] = ("model",)
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    self.config = config
+    self.spec = spec
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> tuple[Params, State]:
+    """Initial ``(params, state)`` from an example batch (shapes only matter)."""
+
+  @abc.abstractmethod
+  def update_groups(self) -> Sequence[UpdateGroup]:
+    """The ordered optimizer updates of one training step."""
+
+  @abc.abstractmethod
+  def sample(self, params: Params, state: State, rng: jax.Array, num: int) -> jax.Array:
+    """``num`` samples in model space, shape ``[num, *spec.shape]``."""
+
+  def eval_metrics(self, params: Params, state: State, batch: Batch, rng: jax.Array) -> Metrics:
+    """Held-out metrics of one batch; by default the losses of every update group."""
+    out = {}
+    for group in self.update_groups():
+      loss, (metrics, _) = group.loss_fn(params, state, batch, rng)
+      out[f"{group.network}/loss"] = loss
+      out.update({f"{group.network}/{k}": v for k, v in metrics.items()})
+    return out
+
+
+FAMILIES: Registry[type[Family]] = Registry("model family")
+
+
+def build(config: ml_collections.ConfigDict, spec: DataSpec) -> Family:
+  """The family named by ``config.model.family``, constructed for this data."""
+  return FAMILIES.get(config.model.family)(config, spec)

@@ -1,0 +1,205 @@
+"""GANs: DCGAN (images) and MLP GANs (2-D points), optionally class-conditional and packed (PacGAN).
+
+Two networks, ``disc`` and ``gen``, updated alternately each step: the discriminator (critic)
+``model.n_critic`` times, then the generator once. Losses (``model.loss``): non-saturating
+(Goodfellow et al. 2014), hinge (Miyato et al. 2018) or wasserstein with ``model.gradient_penalty``
+(WGAN-GP, Gulrajani et al. 2017); see ``jaxgen.losses``.
+
+Images: the generator maps ``z ~ N(0, I)`` ``[B, latent]`` through a Dense layer to a
+``[B, h0, w0, 4*width]`` map and ``k`` stride-2 transposed convolutions (BatchNorm + ReLU) to
+``[B, H, W, C]`` (tanh for data in [-1, 1], sigmoid for [0, 1]); ``k`` is the number of times
+H halves while staying >= 4 (8 -> 1, 28 -> 2, 32 -> 3). The discriminator mirrors it with stride-2
+convolutions + LeakyReLU(0.2) and a Dense logit (no BatchNorm: WGAN-GP forbids it and packing
+changes batch statistics). Conditional: the generator sees ``concat(z, embed(label))``, the
+discriminator one-hot label planes concatenated to its input (Mirza & Osindero 2014).
+PacGAN (Lin et al. 2018): the discriminator judges ``model.pack`` samples at once, concatenated
+along the channel (feature) axis.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgen import losses
+from jaxgen.errors import UserError
+from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.nn.mlp import MLP
+
+
+def num_upsamples(size: int) -> int:
+  k = 0
+  while size % 2 == 0 and size // 2 >= 4:
+    size //= 2
+    k += 1
+  return k
+
+
+class ImageGenerator(nn.Module):
+  shape: tuple[int, int, int]
+  width: int
+  num_classes: int
+  out_activation: str
+
+  @nn.compact
+  def __call__(self, z, labels, train: bool):
+    h, w, c = self.shape
+    k = num_upsamples(h)
+    if self.num_classes:
+      z = jnp.concatenate([z, nn.Embed(self.num_classes, z.shape[-1])(labels)], axis=-1)
+    ch = self.width * 2**k
+    x = nn.Dense((h >> k) * (w >> k) * ch)(z).reshape(z.shape[0], h >> k, w >> k, ch)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    for i in range(k):
+      ch //= 2
+      x = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.Conv(c, (3, 3), padding="SAME")(x)
+    return jnp.tanh(x) if self.out_activation == "tanh" else nn.sigmoid(x)
+
+
+class ImageDiscriminator(nn.Module):
+  width: int
+
+  @nn.compact
+  def __call__(self, x):
+    k = num_upsamples(x.shape[1])
+    ch = self.width
+    x = nn.leaky_relu(nn.Conv(ch, (3, 3), padding="SAME")(x), 0.2)
+    for _ in range(k):
+      ch *= 2
+      x = nn.leaky_relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME")(x), 0.2)
+    return nn.Dense(1)(x.reshape(x.shape[0], -1))[:, 0]
+
+
+class PointGenerator(nn.Module):
+  dims: int
+  hidden: tuple[int, ...]
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, z, labels, train: bool):
+    del train
+    if self.num_classes:
+      z = jnp.concatenate([z, nn.Embed(self.num_classes, z.shape[-1])(labels)], axis=-1)
+    return MLP(self.hidden, self.dims)(z)
+
+
+class PointDiscriminator(nn.Module):
+  hidden: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x):
+    return MLP(self.hidden, 1, activation=lambda y: nn.leaky_relu(y, 0.2))(x)[:, 0]
+
+
+@FAMILIES.register("gan")
+class GAN(Family):
+  """Config (``config.model``): ``latent_dim``, ``width`` (images) or ``hidden`` (points), ``loss``,
+  ``n_critic``, ``gradient_penalty``, ``conditional``, ``pack``."""
+
+  networks = ("disc", "gen")
+
+  def __init__(self, config, spec):
+    super().__init__(config, spec)
+    m = config.model
+    self.num_classes = spec.num_classes if m.conditional else 0
+    if m.conditional and not spec.num_classes:
+      raise UserError(f"model.conditional=True but data set {spec.name!r} has no labels; set --config.model.conditional=False")
+    if spec.modality == "image":
+      act = "tanh" if tuple(spec.value_range) == (-1.0, 1.0) else "sigmoid"
+      self.gen = ImageGenerator(spec.shape, m.width, self.num_classes, act)
+      self.disc = ImageDiscriminator(m.width)
+    elif spec.modality == "points":
+      self.gen = PointGenerator(spec.shape[0], tuple(m.hidden), self.num_classes)
+      self.disc = PointDiscriminator(tuple(m.hidden))
+    else:
+      raise UserError(f"the gan family models images or points, not {spec.modality} ({spec.name})")
+    if config.train.batch_size % m.pack:
+      raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by model.pack={m.pack}")
+
+  # --- helpers -------------------------------------------------------------------------------------
+
+  def _labels(self, batch, rng, n):
+    if not self.num_classes:
+      return None
+    return batch["label"] if batch is not None else jax.random.randint(rng, (n,), 0, self.num_classes)
+
+  def _generate(self, params, state, rng, n, labels, train):
+    z = jax.random.normal(rng, (n, self.config.model.latent_dim))
+    variables = {"params": params["gen"], **state.get("gen", {})}
+    if train:
+      x, updates = self.gen.apply(variables, z, labels, True, mutable=["batch_stats"])
+      return x, {**state, "gen": updates}
+    return self.gen.apply(variables, z, labels, False), state
+
+  def _critic(self, params, x, labels):
+    """Discriminator logits ``[B / pack]`` of (optionally labelled, packed) inputs ``[B, ...]``."""
+    if self.num_classes:
+      onehot = jax.nn.one_hot(labels, self.num_classes)
+      onehot = jnp.broadcast_to(onehot.reshape((x.shape[0],) + (1,) * (x.ndim - 2) + (-1,)),
+                                x.shape[:-1] + (self.num_classes,))
+      x = jnp.concatenate([x, onehot], axis=-1)
+    pack = self.config.model.pack
+    if pack > 1:  # [B, ..., C] -> [B/pack, ..., pack*C]: consecutive samples judged together
+      x = x.reshape((x.shape[0] // pack, pack) + x.shape[1:])
+      x = jnp.moveaxis(x, 1, -2).reshape((x.shape[0],) + x.shape[2:-1] + (-1,))
+    return self.disc.apply({"params": params["disc"]}, x)
+
+  # --- contract -------------------------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    n = batch["x"].shape[0]
+    kg, kd, kz = jax.random.split(rng, 3)
+    labels = self._labels(batch, None, n)
+    z = jnp.zeros((n, self.config.model.latent_dim))
+    gvars = self.gen.init(kg, z, labels, True)
+    params = {"gen": gvars["params"], "disc": None}
+    params["disc"] = self.disc.init(kd, jnp.zeros((1,) + batch["x"].shape[1:-1] + (
+        (batch["x"].shape[-1] + self.num_classes) * self.config.model.pack,)))["params"]
+    state = {"gen": {k: v for k, v in gvars.items() if k != "params"}}
+    return params, state
+
+  def disc_loss(self, params, state, batch, rng):
+    m = self.config.model
+    real = batch["x"]
+    k_fake, k_gp = jax.random.split(rng)
+    labels = self._labels(batch, None, real.shape[0])
+    fake, state = self._generate(params, state, k_fake, real.shape[0], labels, train=True)
+    fake = jax.lax.stop_gradient(fake)
+    real_logits = self._critic(params, real, labels)
+    fake_logits = self._critic(params, fake, labels)
+    loss = losses.gan_discriminator_loss(m.loss, real_logits, fake_logits)
+    metrics = {"real_logit": jnp.mean(real_logits), "fake_logit": jnp.mean(fake_logits)}
+    if m.gradient_penalty > 0:
+      gp = losses.gradient_penalty(lambda x: self._critic(params, x, labels), real, fake, k_gp)
+      metrics["gradient_penalty"] = gp
+      loss = loss + m.gradient_penalty * gp
+    return loss, (metrics, state)
+
+  def gen_loss(self, params, state, batch, rng):
+    n = batch["x"].shape[0]
+    k_fake, k_lab = jax.random.split(rng)
+    labels = self._labels(None, k_lab, n)
+    fake, state = self._generate(params, state, k_fake, n, labels, train=True)
+    loss = losses.gan_generator_loss(self.config.model.loss, self._critic(params, fake, labels))
+    return loss, ({}, state)
+
+  def update_groups(self):
+    return [UpdateGroup("disc", self.disc_loss, self.config.model.n_critic), UpdateGroup("gen", self.gen_loss)]
+
+  def sample(self, params, state, rng, num):
+    k_fake, k_lab = jax.random.split(rng)
+    label = self.config.sample.get("label", -1)
+    labels = self._labels(None, k_lab, num)
+    if labels is not None and label >= 0:
+      labels = jnp.full((num,), label)
+    return self._generate(params, state, k_fake, num, labels, train=False)[0]
+
+  def eval_metrics(self, params, state, batch, rng):
+    """Held-out discriminator loss (real test data vs fresh fakes) and generator loss; no likelihood."""
+    k_d, k_g = jax.random.split(rng)
+    d, (dm, _) = self.disc_loss(params, state, batch, k_d)
+    g, _ = self.gen_loss(params, state, batch, k_g)
+    return {"disc/loss": d, "gen/loss": g, **{f"disc/{k}": v for k, v in dm.items()}}

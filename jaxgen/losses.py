@@ -1,0 +1,83 @@
+"""Pure objectives shared by the families: adversarial losses and ELBO building blocks.
+
+All functions are jit-able and reduce over the batch only where their name says ``mean``;
+log-densities are in nats and sum over the event dimensions of one example.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# --- adversarial -------------------------------------------------------------------------------
+# Discriminator outputs are real-valued logits / critic scores of shape [B].
+
+
+def gan_discriminator_loss(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Mean discriminator (critic) loss.
+
+  * ``non_saturating`` / ``minimax``: ``-log D(x) - log(1 - D(G(z)))`` with ``D = sigmoid`` (Goodfellow 2014).
+  * ``hinge``: ``relu(1 - D(x)) + relu(1 + D(G(z)))`` (Lim & Ye 2017; Miyato et al. 2018).
+  * ``wasserstein``: ``D(G(z)) - D(x)`` (Arjovsky et al. 2017; add ``gradient_penalty`` for WGAN-GP).
+  """
+  if kind in ("non_saturating", "minimax"):
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits))
+                    + optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
+  if kind == "hinge":
+    return jnp.mean(jax.nn.relu(1.0 - real_logits) + jax.nn.relu(1.0 + fake_logits))
+  if kind == "wasserstein":
+    return jnp.mean(fake_logits) - jnp.mean(real_logits)
+  raise ValueError(f"unknown GAN loss {kind!r}; use non_saturating, minimax, hinge or wasserstein")
+
+
+def gan_generator_loss(kind: str, fake_logits: jax.Array) -> jax.Array:
+  """Mean generator loss: ``-log D(G(z))`` (non-saturating), ``log(1 - D(G(z)))`` (minimax),
+  ``-D(G(z))`` (hinge and wasserstein)."""
+  if kind == "non_saturating":
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits)))
+  if kind == "minimax":
+    return -jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
+  if kind in ("hinge", "wasserstein"):
+    return -jnp.mean(fake_logits)
+  raise ValueError(f"unknown GAN loss {kind!r}; use non_saturating, minimax, hinge or wasserstein")
+
+
+def gradient_penalty(critic, real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
+  """WGAN-GP penalty ``E[(||grad_x critic(x_hat)||_2 - 1)^2]`` at ``x_hat = e x + (1-e) G(z)``,
+  ``e ~ U[0,1]`` per example (Gulrajani et al. 2017). ``critic``: ``[B, ...] -> [B]``."""
+  eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1))
+  x_hat = eps * real + (1.0 - eps) * fake
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+  norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1) + 1e-12)
+  return jnp.mean((norms - 1.0) ** 2)
+
+
+# --- likelihood terms --------------------------------------------------------------------------
+
+
+def _sum_event(x: jax.Array) -> jax.Array:
+  return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+  """``log N(x; mean, exp(log_std)^2)`` summed over all but the leading axis -> ``[B]``."""
+  z = (x - mean) * jnp.exp(-log_std)
+  return _sum_event(-0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi))
+
+
+def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+  """``log Bernoulli(x; sigmoid(logits))`` for x in [0, 1], summed per example -> ``[B]``."""
+  return -_sum_event(optax.sigmoid_binary_cross_entropy(logits, x))
+
+
+def kl_diag_gaussian_standard_normal(mean: jax.Array, log_std: jax.Array) -> jax.Array:
+  """``KL(N(mean, diag exp(2 log_std)) || N(0, I))`` in closed form, per example -> ``[B]``."""
+  return _sum_event(0.5 * (mean**2 + jnp.exp(2.0 * log_std) - 1.0) - log_std)
+
+
+def elbo(log_px_given_z: jax.Array, kl: jax.Array) -> jax.Array:
+  """Evidence lower bound ``E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x)``, per example."""
+  return log_px_given_z - kl

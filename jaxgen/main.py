@@ -1,0 +1,91 @@
+"""Command line: ``python -m jaxgen.main --config=configs/gan.py --workdir=runs/gan [--mode=train]``.
+
+Kept short on purpose: parse flags, optionally join a multi-process run, hand (config, workdir) to
+``jaxgen.train``. Any ``--config.a.b=value`` overrides a config field. User errors (unknown config
+key, unknown data set, bad batch size, unwritable workdir, missing config file, NaN loss) print one
+line ``jaxgen: error: ...`` and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+import ml_collections
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxgen.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/gan.py.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-process runs; see launch/).")
+
+
+def _fail(message: str) -> None:
+  print(f"jaxgen: error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _unknown_override(argv: list[str]) -> str:
+  """The first ``--config.a.b`` override that names no field of the config file (for the message)."""
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  try:
+    config = runpy.run_path(path)["get_config"]()
+  except Exception:  # the file itself is broken: let the generic message stand
+    return "?"
+  for arg in argv:
+    if arg.startswith("--config."):
+      key = arg.split("=", 1)[0][len("--config."):]
+      node = config
+      for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+          return key
+        node = node[part]
+  return "?"
+
+
+def _parse(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config errors turned into one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:  # ml_collections: an override names a field that does not exist
+    hint = " ".join(str(e).replace("\\n", " ").split()).strip("'\"")
+    _fail(f"unknown config key {_unknown_override(argv)!r} ({hint}); see the config file for the available fields")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  try:
+    config = _CONFIG.value
+  except Exception as e:  # config_flags defers errors in the file (not found, syntax) to first access
+    _fail(f"cannot load --config: {e}")
+  if config is None:
+    _fail("--config is required, e.g. --config=configs/gan.py")
+  if not _WORKDIR.value:
+    _fail("--workdir is required, e.g. --workdir=runs/gan")
+  if _DISTRIBUTED.value:
+    import jax
+
+    jax.distributed.initialize()
+  from jaxgen import train  # imported after flag parsing: importing JAX / data sets is slow
+
+  try:
+    if _MODE.value == "train":
+      train.train_and_evaluate(config, _WORKDIR.value)
+    elif _MODE.value == "sample":
+      train.sample(config, _WORKDIR.value)
+    else:
+      train.evaluate(config, _WORKDIR.value)
+  except UserError as e:
+    logging.flush()
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse)

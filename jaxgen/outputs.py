@@ -1,0 +1,116 @@
+"""Writing samples where a user can look at them, by ``spec.modality``.
+
+image -> PNG grid; points -> PNG scatter over the data density; text -> .txt (and stdout);
+audio -> 16-bit PCM .wav (mu-law decoded when the tokens are 256 mu-law codes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import wave
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from jaxgen.data.spec import DataSpec  # noqa: E402
+
+
+def to_uint8(images: np.ndarray, spec: DataSpec) -> np.ndarray:
+  """Model-space images ``[N, H, W, C]`` in ``spec.value_range`` -> uint8 ``[N, H, W, C]``."""
+  lo, hi = spec.value_range
+  unit = np.clip((np.asarray(images, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+  return np.round(unit * 255.0).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
+  """uint8 ``[N, H, W, C]`` -> one uint8 ``[rows*(H+pad)+pad, cols*(W+pad)+pad, C]`` grid."""
+  n, h, w, c = images.shape
+  cols = math.ceil(math.sqrt(n))
+  rows = math.ceil(n / cols)
+  grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.uint8)
+  for i, img in enumerate(images):
+    r, q = divmod(i, cols)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = img
+  return grid
+
+
+def write_image_grid(images: np.ndarray, spec: DataSpec, path: str, scale: int = 0) -> None:
+  """PNG grid; small images (digits are 8x8) are upscaled with nearest neighbour to be visible."""
+  grid = image_grid(to_uint8(images, spec))
+  scale = scale or max(1, 256 // grid.shape[0])
+  img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+
+
+def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str, title: str = "") -> None:
+  """Samples ``[N, 2]`` as dots over a 2-D histogram of the data ``[M, 2]`` (the data density)."""
+  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  if data is not None and len(data):
+    lim = np.abs(data).max() * 1.15
+    ax.hist2d(data[:, 0], data[:, 1], bins=120, range=[[-lim, lim], [-lim, lim]], cmap="Greys")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+  ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.6)
+  ax.set_aspect("equal")
+  ax.set_title(title)
+  fig.savefig(path, bbox_inches="tight")
+  plt.close(fig)
+
+
+def decode_text(tokens: np.ndarray, spec: DataSpec) -> list[str]:
+  return ["".join(spec.vocab[int(t)] for t in row) for row in np.asarray(tokens)]
+
+
+def mu_law_decode(codes: np.ndarray, mu: int = 255) -> np.ndarray:
+  """Codes in {0..mu} -> waveform in [-1, 1]: ``sign(y) ((1+mu)^|y| - 1) / mu``, ``y = 2c/mu - 1``."""
+  y = 2.0 * np.asarray(codes, np.float64) / mu - 1.0
+  return np.sign(y) * ((1.0 + mu) ** np.abs(y) - 1.0) / mu
+
+
+def write_wav(codes: np.ndarray, spec: DataSpec, path: str) -> None:
+  """One clip of tokens ``[T]`` -> mono 16-bit PCM .wav at ``spec.sample_rate``."""
+  wav = mu_law_decode(codes, spec.levels - 1) if spec.levels == 256 else 2.0 * np.asarray(codes) / (spec.levels - 1) - 1.0
+  pcm = np.round(np.clip(wav, -1, 1) * 32767).astype("<i2")
+  with wave.open(path, "wb") as f:
+    f.setnchannels(1)
+    f.setsampwidth(2)
+    f.setframerate(spec.sample_rate or 16000)
+    f.writeframes(pcm.tobytes())
+
+
+def write_samples(samples: np.ndarray, spec: DataSpec, prefix: str, data: np.ndarray | None = None,
+                  echo: bool = False) -> list[str]:
+  """Writes model-space ``samples`` next to ``prefix`` (e.g. ``workdir/samples/step_1000``).
+
+  ``data``: real examples for the background of 2-D scatter plots. Returns the written paths.
+  ``echo``: also print text samples to stdout.
+  """
+  os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
+  samples = np.asarray(samples)
+  if spec.modality == "image":
+    write_image_grid(samples, spec, prefix + ".png")
+    return [prefix + ".png"]
+  if spec.modality == "points":
+    write_scatter(samples, data, prefix + ".png", title=os.path.basename(prefix))
+    return [prefix + ".png"]
+  if spec.modality == "text":
+    texts = decode_text(samples, spec)
+    with open(prefix + ".txt", "w") as f:
+      for i, t in enumerate(texts):
+        f.write(f"--- sample {i}\n{t}\n")
+    if echo:
+      for i, t in enumerate(texts):
+        print(f"--- sample {i}\n{t}")
+    return [prefix + ".txt"]
+  if spec.modality == "audio":
+    paths = []
+    for i, clip in enumerate(samples):
+      paths.append(f"{prefix}_{i}.wav")
+      write_wav(clip, spec, paths[-1])
+    return paths
+  raise ValueError(f"no writer for modality {spec.modality!r}")

@@ -1,0 +1,40 @@
+"""Name -> object registries (families, data sets, metrics) that refuse duplicate names."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from jaxgen.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+  """A mapping from names to objects, filled by ``@REGISTRY.register("name")``.
+
+  ``get`` of an unknown name raises a ``UserError`` that lists the registered names.
+  """
+
+  def __init__(self, what: str):
+    self.what = what
+    self._items: dict[str, T] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    def decorator(obj: T) -> T:
+      if name in self._items:
+        raise ValueError(f"{self.what} {name!r} is registered twice")
+      self._items[name] = obj
+      return obj
+
+    return decorator
+
+  def get(self, name: str) -> T:
+    if name not in self._items:
+      raise UserError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
+    return self._items[name]
+
+  def names(self) -> list[str]:
+    return sorted(self._items)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._items
