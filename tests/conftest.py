@@ -1,0 +1,41 @@
+"""Shared test helpers: load a config from configs/ and shrink it to a few CPU seconds."""
+
+from __future__ import annotations
+
+import os
+import runpy
+
+import ml_collections
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """``configs/<name>.py`` with dotted-key overrides, e.g. ``load_config("gan", **{"train.steps": 4})``."""
+  config = runpy.run_path(os.path.join(ROOT, "configs", f"{name}.py"))["get_config"]()
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"{key} is not a field of configs/{name}.py")
+    node[leaf] = value
+  return config
+
+
+def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """A config that trains in seconds: small batches, few steps, no progress bar, small eval."""
+  small = {
+      "train.steps": 4, "train.batch_size": 16, "train.checkpoint_every": 2, "train.log_every": 2,
+      "train.sample_every": 0, "train.progress_bar": False, "data.num_points": 512,
+      "sample.num": 16, "eval.batch_size": 32, "eval.num_batches": 2, "eval.num_samples": 64,
+  }
+  small.update(overrides)
+  return load_config(name, **small)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+  return str(tmp_path / "run")

@@ -1,0 +1,199 @@
+"""The generic trainer: end to end, exact resume, one compilation, NaN handling, checkpoints."""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, tiny_config
+from jaxgen import parallel, train
+from jaxgen.errors import NonFiniteLossError
+from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+
+
+@pytest.mark.parametrize("name,data", [("gan", "digits"), ("gan", "toy2d/grid25"),
+                                       ("vae", "digits"), ("vae", "toy2d/ring8")])
+def test_end_to_end(name, data, workdir):
+  overrides = {"data.name": data}
+  if name == "vae" and data.startswith("toy2d"):
+    overrides.update({"model.decoder": "gaussian", "data.binarize": "none"})
+  config = tiny_config(name, **overrides)
+  ts = train.train_and_evaluate(config, workdir)
+
+  assert int(ts.step) == 4
+  assert _checkpoint_steps(workdir) == [2, 4]
+  train_rows = [r for r in _metrics(workdir) if any(k.startswith("train/") for k in r)]
+  assert [r["step"] for r in train_rows] == [2, 4]
+  for row in train_rows:
+    losses = {k: v for k, v in row.items() if k.endswith("/loss")}
+    assert losses and all(math.isfinite(v) for v in losses.values()), row
+  png = os.path.join(workdir, "samples", "step_4.png")
+  assert Image.open(png).size[0] >= 64
+  with open(os.path.join(workdir, "eval", "step_4.json")) as f:
+    results = json.load(f)
+  assert results["num_eval_examples"] == 64  # eval.num_batches=2 x eval.batch_size=32
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["data"]["name"] == data
+  # EMA params differ from the raw params after training (decay 0.999) and stay finite.
+  for net in ts.params:
+    chex.assert_tree_all_finite(ts.ema_params[net])
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ts.params[net]), jax.tree.leaves(ts.ema_params[net])))
+
+
+def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
+  config = tiny_config("vae", **{"eval.iwae_samples": 8})
+  train.train_and_evaluate(config, workdir)
+  results = train.evaluate(config, workdir)
+  # Bernoulli decoder on binarized 8x8 digits: discrete likelihood, bits/dim = nats / (64 ln 2).
+  assert results["elbo_bits_per_dim"] == pytest.approx(-results["elbo_nats"] / (64 * math.log(2)), rel=1e-6)
+  assert results["iwae8_bits_per_dim"] == pytest.approx(-results["iwae8_nats"] / (64 * math.log(2)), rel=1e-6)
+  assert results["iwae8_nats"] >= results["elbo_nats"]  # the IWAE bound is tighter
+  assert results["kl"] >= 0
+  assert os.path.exists(os.path.join(workdir, "eval", "step_4.json"))
+  paths = train.sample(config, workdir)
+  assert len(paths) == 1 and Image.open(paths[0]).size[0] >= 64
+
+
+@pytest.mark.parametrize("name", ["gan", "vae"])
+def test_resume_equals_uninterrupted(name, tmp_path):
+  """2N steps in one go == N steps, stop, resume to 2N: params, EMA, optimizer state bit for bit."""
+  full = train.train_and_evaluate(tiny_config(name, **{"train.steps": 6}), str(tmp_path / "full"))
+  split_dir = str(tmp_path / "split")
+  train.train_and_evaluate(tiny_config(name, **{"train.steps": 3, "train.checkpoint_every": 3}), split_dir)
+  resumed = train.train_and_evaluate(tiny_config(name, **{"train.steps": 6}), split_dir)
+  chex.assert_trees_all_equal(jax.device_get(full), jax.device_get(resumed))
+
+
+def test_killed_run_resumes_to_identical_params(tmp_path):
+  """A training process killed with SIGKILL mid-run and restarted ends exactly like an uninterrupted one."""
+  steps = 40
+  overrides = {"train.steps": steps, "train.checkpoint_every": 5}
+  reference = train.train_and_evaluate(tiny_config("gan", **overrides), str(tmp_path / "ref"))
+
+  workdir = str(tmp_path / "killed")
+  args = [sys.executable, "-m", "jaxgen.main", "--config=configs/gan.py", f"--workdir={workdir}",
+          "--config.train.batch_size=16", f"--config.train.steps={steps}", "--config.train.checkpoint_every=5",
+          "--config.train.log_every=2", "--config.train.sample_every=0", "--config.train.progress_bar=False",
+          "--config.sample.num=16", "--config.eval.batch_size=32", "--config.eval.num_batches=2"]
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and not glob.glob(os.path.join(workdir, "checkpoints", "10")):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  saved = _checkpoint_steps(workdir)
+  assert saved and saved[-1] < steps, f"the run was not interrupted mid-way: {saved}"
+  resumed = train.train_and_evaluate(tiny_config("gan", **overrides), workdir)
+  chex.assert_trees_all_equal(jax.device_get(reference.params), jax.device_get(resumed.params))
+  chex.assert_trees_all_equal(jax.device_get(reference.ema_params), jax.device_get(resumed.ema_params))
+
+
+def test_train_step_compiles_once_per_run(workdir, monkeypatch):
+  """A whole run -- checkpoints, periodic samples and evaluation, a resume -- traces the step once."""
+  steps = []
+
+  def guarded(exp):
+    steps.append(make_train_step(exp, max_traces=1))
+    return steps[-1]
+
+  make_train_step = train.make_train_step
+  monkeypatch.setattr(train, "make_train_step", guarded)
+  chex.clear_trace_counter()
+  config = tiny_config("gan", **{"train.steps": 6, "train.sample_every": 2, "train.eval_every": 3})
+  train.train_and_evaluate(config, workdir)
+  assert steps[-1]._cache_size() == 1
+  chex.clear_trace_counter()
+  train.train_and_evaluate(tiny_config("gan", **{"train.steps": 9}), workdir)  # resumed from step 6
+  assert len(steps) == 2 and steps[-1]._cache_size() == 1
+  # The guard is live: a batch of another shape would retrace, and chex refuses it.
+  exp = train.setup(config, workdir)
+  ts = train.restore_for_inference(exp)
+  other = {k: v[:8] for k, v in exp.data.train_batch(0).items()}
+  with pytest.raises(AssertionError, match="traced > 1 times"):
+    steps[-1](ts, parallel.global_batch(other, exp.mesh))
+
+
+# --- NaN handling ------------------------------------------------------------------------------------
+
+
+@FAMILIES.register("test_sqrt_descent")
+class SqrtDescent(Family):
+  """loss = sqrt(w) under SGD: w shrinks each step until it goes negative and the loss is NaN."""
+
+  def init(self, rng, batch):
+    return {"model": {"w": jnp.ones(())}}, {}
+
+  def loss(self, params, state, batch, rng):
+    return jnp.sqrt(params["model"]["w"]) + 0.0 * jnp.mean(batch["x"]), ({}, state)
+
+  def update_groups(self):
+    return [UpdateGroup("model", self.loss)]
+
+  def sample(self, params, state, rng, num):
+    return jnp.zeros((num, 2))
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(workdir):
+  lr = 0.3
+  w, nan_step = 1.0, None  # numpy reference of the SGD trajectory: step k sees w_{k-1}
+  for k in range(1, 100):
+    if w < 0:
+      nan_step = k
+      break
+    w -= lr / (2 * math.sqrt(w))
+  assert nan_step is not None and nan_step > 3
+  config = tiny_config("gan", **{"data.name": "toy2d/ring8", "train.steps": 50, "train.checkpoint_every": 2,
+                                 "train.log_every": 1000})
+  config.model.family = "test_sqrt_descent"
+  config.optim.default.name = "sgd"
+  config.optim.default.momentum = 0.0
+  config.optim.default.learning_rate = lr
+  with pytest.raises(NonFiniteLossError, match=f"step {nan_step}: model/loss=nan") as err:
+    train.train_and_evaluate(config, workdir)
+  last_good = (nan_step - 1) // 2 * 2
+  assert f"checkpoint (step {last_good}) is kept" in str(err.value)
+  assert _checkpoint_steps(workdir)[-1] == last_good
+  exp = train.setup(config, workdir)
+  restored = train.restore_for_inference(exp)
+  assert int(restored.step) == last_good
+  assert np.isfinite(float(restored.params["model"]["w"]))  # finite, though its next step is the NaN one
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_previous(workdir):
+  config = tiny_config("vae")
+  train.train_and_evaluate(config, workdir)
+  assert _checkpoint_steps(workdir) == [2, 4]
+  for path in glob.glob(os.path.join(workdir, "checkpoints", "4", "**", "*"), recursive=True):
+    if os.path.isfile(path) and "/d/" in path:
+      with open(path, "wb") as f:
+        f.write(b"garbage")
+  exp = train.setup(config, workdir)
+  restored = train.restore_for_inference(exp)
+  assert int(restored.step) == 2
+  moved = glob.glob(os.path.join(workdir, "checkpoints", "corrupted-4-*"))
+  assert len(moved) == 1, "the damaged checkpoint is kept aside, not deleted"
+  # Training again resumes from step 2 and re-creates step 4.
+  ts = train.train_and_evaluate(config, workdir)
+  assert int(ts.step) == 4 and _checkpoint_steps(workdir) == [2, 4]
