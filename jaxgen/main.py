@@ -8,6 +8,7 @@ line ``jaxgen: error: ...`` and exit with status 1.
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 
@@ -61,12 +62,16 @@ def _parse(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   del argv
-  try:
-    config = _CONFIG.value
-  except Exception as e:  # config_flags defers errors in the file (not found, syntax) to first access
-    _fail(f"cannot load --config: {e}")
+  config = _CONFIG.value
   if config is None:
     _fail("--config is required, e.g. --config=configs/gan.py")
+  if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers file errors to first use
+    path = flags.FLAGS["config"].config_filename.split(":")[0]
+    if not os.path.exists(path):
+      _fail(f"config file {path!r} not found (paths are relative to {os.getcwd()}); e.g. --config=configs/gan.py")
+    error = getattr(config, "_error", None)
+    cause = getattr(error, "__cause__", None) or error
+    _fail(f"cannot load --config={flags.FLAGS['config'].config_filename}: {' '.join(str(cause).split())}")
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir=runs/gan")
   if _DISTRIBUTED.value:

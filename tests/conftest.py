@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import runpy
 
+import jax
 import ml_collections
 import pytest
 
@@ -39,3 +40,17 @@ def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
 @pytest.fixture
 def workdir(tmp_path):
   return str(tmp_path / "run")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent XLA cache for the session (and its subprocesses): the many tiny runs of the same
+  configs compile each program once. Tests of compilation counts use ``_cache_size``/chex, which
+  count traces, not cache hits, so they still see every retrace."""
+  path = str(tmp_path_factory.mktemp("xla_cache"))
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  yield

@@ -1,0 +1,127 @@
+"""The command line as a user runs it: overrides, modes, one-line errors, and several devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from jaxgen import train
+
+TINY = ["--config.train.steps=4", "--config.train.batch_size=16", "--config.train.checkpoint_every=2",
+        "--config.train.log_every=2", "--config.train.progress_bar=False", "--config.sample.num=16",
+        "--config.eval.batch_size=32", "--config.eval.num_batches=2"]
+
+
+def run_cli(*args, env=None):
+  full_env = {**os.environ, **(env or {})}
+  return subprocess.run([sys.executable, "-m", "jaxgen.main", *args], cwd=ROOT, env=full_env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(proc, *fragments):
+  assert proc.returncode == 1, proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("jaxgen: error:")]
+  assert len(lines) == 1, proc.stderr
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+
+
+def test_train_then_sample_then_eval_with_overrides(tmp_path):
+  workdir = str(tmp_path / "vae")
+  proc = run_cli("--config=configs/vae.py", f"--workdir={workdir}", "--config.seed=3",
+                 "--config.data.name=toy2d/grid25", "--config.model.decoder=gaussian",
+                 "--config.data.binarize=none", *TINY)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["seed"] == 3 and saved["data"]["name"] == "toy2d/grid25" and saved["train"]["steps"] == 4
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+
+  proc = run_cli("--config=configs/vae.py", f"--workdir={workdir}", "--mode=sample", "--config.seed=3",
+                 "--config.data.name=toy2d/grid25", "--config.model.decoder=gaussian",
+                 "--config.data.binarize=none", *TINY)
+  assert proc.returncode == 0, proc.stderr
+  assert os.path.exists(os.path.join(workdir, "samples", "sample_step_4_seed_3.png"))
+
+  proc = run_cli("--config=configs/vae.py", f"--workdir={workdir}", "--mode=eval", "--config.seed=3",
+                 "--config.data.name=toy2d/grid25", "--config.model.decoder=gaussian",
+                 "--config.data.binarize=none", *TINY)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(workdir, "eval", "step_4.json")) as f:
+    results = json.load(f)
+  assert results["step"] == 4 and np.isfinite(results["elbo_nats"])
+
+
+def test_unknown_config_key(tmp_path):
+  proc = run_cli("--config=configs/gan.py", f"--workdir={tmp_path}", "--config.train.stepz=3")
+  assert_one_line_error(proc, "unknown config key 'train.stepz'", "steps")
+
+
+def test_unknown_data_set_lists_available(tmp_path):
+  proc = run_cli("--config=configs/gan.py", f"--workdir={tmp_path}", "--config.data.name=no_such_set", *TINY)
+  assert_one_line_error(proc, "no_such_set", "digits", "toy2d/ring8")
+
+
+def test_config_file_not_found(tmp_path):
+  proc = run_cli("--config=configs/no_such_config.py", f"--workdir={tmp_path}")
+  assert_one_line_error(proc, "no_such_config.py")
+
+
+def test_workdir_not_writable(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  proc = run_cli("--config=configs/gan.py", f"--workdir={blocker}/run", *TINY)
+  assert_one_line_error(proc, "not writable", "--workdir")
+
+
+# SGD, not Adam: Adam divides each gradient by its own magnitude, so for parameters whose true gradient
+# is zero (biases in front of BatchNorm) it turns summation-order noise of 1e-9 into steps of size lr.
+SGD = {"train.steps": 3, "optim.gen.name": "sgd", "optim.disc.name": "sgd",
+       "optim.gen.learning_rate": 0.05, "optim.disc.learning_rate": 0.05}
+
+MULTI_DEVICE_SCRIPT = f"SGD = {SGD!r}\n" + """
+import sys, numpy as np, jax
+sys.path.insert(0, "tests")
+from conftest import tiny_config
+from jaxgen import train
+from jaxgen.errors import UserError
+assert jax.device_count() == 4, jax.devices()
+try:
+  train.setup(tiny_config("gan", **{"train.batch_size": 6}), sys.argv[1] + "/bad")
+except UserError as e:
+  print("ERROR:", e)
+ts = train.train_and_evaluate(tiny_config("gan", **SGD), sys.argv[1] + "/run")
+leaves = jax.tree.leaves(jax.device_get(ts.params))
+np.savez(sys.argv[1] + "/params.npz", *leaves)
+"""
+
+
+def test_four_devices_match_one_device(tmp_path):
+  """Data parallel over 4 (host) devices gives the single-device params up to float tolerance."""
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": ROOT}
+  proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600, env={**os.environ, **env})
+  assert proc.returncode == 0, proc.stderr
+  assert "ERROR: train.batch_size=6 is not divisible by the number of devices (4)" in proc.stdout
+  ts = train.train_and_evaluate(tiny_config("gan", **SGD), str(tmp_path / "single"))
+  multi = np.load(tmp_path / "params.npz")
+  single = jax.tree.leaves(jax.device_get(ts.params))
+  assert len(single) == len(multi.files)
+  for i, leaf in enumerate(single):
+    np.testing.assert_allclose(multi[f"arr_{i}"], leaf, rtol=2e-4, atol=2e-5)
+  chex.assert_tree_all_finite(single)
+
+
+def test_batch_not_divisible_by_devices_cli(tmp_path):
+  proc = run_cli("--config=configs/gan.py", f"--workdir={tmp_path}", *TINY, "--config.train.batch_size=6",
+                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert_one_line_error(proc, "train.batch_size=6", "not divisible", "4")
