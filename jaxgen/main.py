@@ -8,6 +8,7 @@ line ``jaxgen: error: ...`` and exit with status 1.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import runpy
 import sys
@@ -60,8 +61,16 @@ def _parse(argv: list[str]) -> list[str]:
     _fail(f"unknown config key {_unknown_override(argv)!r} ({hint}); see the config file for the available fields")
 
 
+class _QuietOrbax(logging_std.Filter):
+  """Orbax logs every save step at INFO; keep its warnings and errors only."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv: list[str]) -> None:
   del argv
+  logging.get_absl_logger().addFilter(_QuietOrbax())
   config = _CONFIG.value
   if config is None:
     _fail("--config is required, e.g. --config=configs/gan.py")
