@@ -40,4 +40,6 @@ def check_batch_size(batch_size: int, what: str = "train.batch_size") -> None:
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows -> global arrays sharded over the mesh (no copy to other processes)."""
   sharding = batch_sharding(mesh)
+  if jax.process_count() == 1:  # same result; device_put skips the cross-process shape bookkeeping
+    return jax.device_put(dict(local_batch), sharding)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

@@ -262,9 +262,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     disable=not tc.progress_bar or jax.process_index() != 0)
     pending = None  # (step, metrics) of the last dispatched step, checked one step late
     t0, s0 = time.perf_counter(), start
-    batches = exp.data.iterate_train(start)
-    for step, local in batches:
-      ts, metrics = train_step(ts, parallel.global_batch(local, exp.mesh))
+    batches = exp.data.iterate_train(start, transform=lambda b: parallel.global_batch(b, exp.mesh))
+    for step, batch in batches:
+      ts, metrics = train_step(ts, batch)
       if pending is not None:  # checked after dispatching the next step: keeps the device busy
         _check_finite(*pending, last_saved)
       done = step + 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from typing import Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import ml_collections
 import numpy as np
@@ -114,16 +114,19 @@ class Pipeline:
     raw = self._train.get(train_indices(self._seed, self.num_train, positions))
     return self._preprocess(raw, self._noise(_TRAIN_NOISE, step), rows, self._batch_size)
 
-  def iterate_train(self, start_step: int = 0) -> Iterator[tuple[int, Batch]]:
-    """Yields ``(step, train_batch(step))`` for ``step = start_step, start_step + 1, ...``.
+  def iterate_train(self, start_step: int = 0, transform: Callable[[Batch], Any] | None = None
+                    ) -> Iterator[tuple[int, Any]]:
+    """Yields ``(step, transform(train_batch(step)))`` for ``step = start_step, start_step + 1, ...``.
 
-    A background thread prepares up to ``data.prefetch`` batches ahead (none when 0); it stops
-    when the iterator is closed or garbage-collected, and its errors are raised here.
+    A background thread prepares up to ``data.prefetch`` batches ahead (none when 0), ``transform``
+    included (the trainer passes the host -> device transfer, so it overlaps with compute too); it
+    stops when the iterator is closed or garbage-collected, and its errors are raised here.
     """
+    transform = transform or (lambda batch: batch)
     if self._prefetch <= 0:
       step = start_step
       while True:
-        yield step, self.train_batch(step)
+        yield step, transform(self.train_batch(step))
         step += 1
     ready: queue.Queue = queue.Queue(maxsize=self._prefetch)
     stop = threading.Event()
@@ -140,7 +143,7 @@ class Pipeline:
     def produce():
       step = start_step
       try:
-        while put((step, self.train_batch(step))):
+        while put((step, transform(self.train_batch(step)))):
           step += 1
       except BaseException as e:  # handed to the consumer, which raises it
         put(e)
