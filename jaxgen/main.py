@@ -25,6 +25,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-process runs; see launch/).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (auto on SLURM / TPU VMs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (auto on SLURM / TPU VMs).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (auto on SLURM / TPU VMs).")
 
 
 def _fail(message: str) -> None:
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> None:
   if _DISTRIBUTED.value:
     import jax
 
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from jaxgen import train  # imported after flag parsing: importing JAX / data sets is slow
 
   try:
