@@ -146,8 +146,10 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
       metrics[f"{net}/loss"] = loss
       metrics[f"{net}/grad_norm"] = optax.tree.norm(grads)
       metrics.update({f"{net}/{k}": v for k, v in m.items()})
-    if decay > 0:
-      ema = optax.incremental_update(params, ts.ema_params, 1.0 - decay)
+    if decay > 0:  # warm-up: an average over the steps so far while t is small (as TF's num_updates)
+      t = ts.step.astype(jnp.float32)
+      decay_t = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+      ema = optax.incremental_update(params, ts.ema_params, 1.0 - decay_t)
     else:
       ema = params
     return ts.replace(step=ts.step + 1, params=params, state=state, opt_state=opt_state, ema_params=ema), metrics
@@ -292,6 +294,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     batches.close()  # stops the prefetch thread
     bar.close()
     paths = write_samples(exp, ts, f"step_{tc.steps}")
+    if (hasattr(exp.family, "plot_density") and exp.data.spec.modality == "points"
+        and jax.process_index() == 0):  # 2-D densities (flows) beside the data
+      paths.append(os.path.join(workdir, "samples", f"density_step_{tc.steps}.png"))
+      exp.family.plot_density(ts.ema_params, ts.state, exp.data.held_out(2000)["x"], paths[-1])
     results = evaluate_state(exp, ts)
     _write_eval(exp, tc.steps, results, writer)
     logging.info("final evaluation at step %d: %s (samples: %s)", tc.steps, results, paths)

@@ -13,8 +13,10 @@ A *family* (GAN, VAE, PixelCNN, flow, diffusion, ...) is a class registered by n
     network's optax optimizer; ``repeats`` times with fresh randomness (a GAN: ``disc`` then ``gen``).
 * ``sample(params, state, rng, num) -> array``: ``num`` samples in *model space* (the preprocessed
     scale of ``batch["x"]``); controls (temperature, steps, ...) come from ``config.sample``.
-* ``eval_metrics(params, state, batch, rng) -> {name: scalar}``: held-out metrics averaged over
-    the batch (NLL / ELBO in nats and bits/dim where the family has a likelihood).
+* ``eval_metrics(params, state, batch, rng) -> {name: [B] array or scalar}``: held-out metrics
+    per example (NLL / ELBO in nats and bits/dim where the family has a likelihood); the trainer
+    averages them with ``batch["mask"]`` so padded examples do not count (a scalar counts as the
+    value of every example of the batch).
 
 A batch is a dict of arrays with a leading batch axis: ``"x"`` (float images ``[B, H, W, C]``,
 points ``[B, D]`` or integer tokens ``[B, T]``) and, where the data set has classes, ``"label"``
@@ -80,7 +82,8 @@ class Family(abc.ABC):
     """``num`` samples in model space, shape ``[num, *spec.shape]``."""
 
   def eval_metrics(self, params: Params, state: State, batch: Batch, rng: jax.Array) -> Metrics:
-    """Held-out metrics of one batch; by default the losses of every update group."""
+    """Held-out metrics of one batch (``[B]`` per example, or scalars); by default the losses of
+    every update group."""
     out = {}
     for group in self.update_groups():
       loss, (metrics, _) = group.loss_fn(params, state, batch, rng)
