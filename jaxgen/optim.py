@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
@@ -28,7 +29,9 @@ def optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gradien
   if cfg.name == "adam":
     tx = optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.name == "adamw":
-    tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    # Decay matrices and kernels only, not biases, norms' scales or other vectors (as GPT-2 / nanoGPT).
+    tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                     mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
   elif cfg.name == "sgd":
     tx = optax.sgd(lr, momentum=cfg.momentum or None)
   elif cfg.name == "rmsprop":

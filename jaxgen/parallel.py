@@ -16,8 +16,12 @@ DATA_AXIS = "data"
 
 
 def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+  """A 1-D mesh over every device of every process.
+
+  ``Auto`` axes: XLA propagates shardings through the model code (gathers, cache updates, reshapes)
+  as plain ``jit`` does; explicit-sharding axes would make every such op spell out its sharding.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
