@@ -6,7 +6,11 @@ A continuous density ``p(x)`` over model space ``x = lo + (hi - lo) * (raw + u) 
     log p(raw + u) = log p(x) + D * log((hi - lo) / levels),
 
 and by Jensen ``E_u[log p(raw + u)]`` lower-bounds the discrete log-probability of ``raw`` on the
-grid of unit bins (Theis et al. 2016). Bits per dimension are ``nll_raw / (D * ln 2)``.
+grid of unit bins (Theis et al. 2016). Bits per dimension are ``nll_raw / (D * ln 2)``. E.g. 8-bit
+images in [-1, 1]: add ``D log 128`` nats; in [0, 1]: ``D log 256``. Without dequantization the
+pipeline maps ``x = lo + (hi - lo) * raw / (levels - 1)``, so the Jacobian uses ``levels - 1``;
+the result is then a density on the raw scale, *not* a bound on the discrete likelihood (a
+continuous model can put unbounded density on the grid points), reported only for comparison.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ def bits_per_dim_to_nats(bpd, dims: int):
 def model_space_offset_nats(spec: DataSpec) -> float:
   """Nats to *add* to a model-space continuous NLL to get the NLL of raw integer data.
 
-  ``D * log(levels / (hi - lo))`` for images (e.g. ``D * log(128)`` for 8-bit data in [-1, 1]);
-  0 for data without a discrete raw grid (``toy2d`` points) and for discrete models.
+  ``D * log(levels / (hi - lo))`` for dequantized images (e.g. ``D * log(128)`` for 8-bit data in
+  [-1, 1]), ``D * log((levels - 1) / (hi - lo))`` without dequantization (see the module
+  docstring); 0 for data without a discrete raw grid (``toy2d`` points) and for discrete models.
   """
-  if spec.modality != "image" or spec.levels <= 0:
+  if spec.modality != "image" or spec.levels <= 1:
     return 0.0
   lo, hi = spec.value_range
-  return spec.dims * math.log(spec.levels / (hi - lo))
+  bins = spec.levels if spec.dequantized else spec.levels - 1
+  return spec.dims * math.log(bins / (hi - lo))
 
 
 def continuous_nll_to_bits_per_dim(nll_model_space, spec: DataSpec):

@@ -1,0 +1,36 @@
+"""Inception Score (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` per split."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgen.errors import UserError
+
+
+@jax.jit
+def _split_score(logits):
+  """``exp(mean_x KL(p(y|x) || p(y)))`` with ``p(y)`` the split's mean prediction; 0 log 0 = 0."""
+  p = jax.nn.softmax(logits.astype(jnp.float64), axis=-1)
+  p_y = jnp.mean(p, axis=0, keepdims=True)
+  kl = jnp.sum(jax.scipy.special.xlogy(p, p) - jax.scipy.special.xlogy(p, p_y), axis=-1)
+  return jnp.exp(jnp.mean(kl))
+
+
+def inception_score(logits, splits: int = 10) -> tuple[float, float]:
+  """IS ``(mean, std)`` over ``splits`` consecutive chunks of ``logits`` ``[N, C]``.
+
+  Chunk ``i`` is rows ``[i N // splits, (i+1) N // splits)`` and the std is the population std,
+  as in the reference code. Logits may be ``-inf`` (probability exactly 0): ``0 log 0`` counts as
+  0, so uniform predictions score 1 and balanced one-hot predictions over C classes score C.
+  """
+  logits = np.asarray(logits)
+  n = logits.shape[0]
+  if logits.ndim != 2 or not 1 <= splits <= n:
+    raise UserError(f"inception_score needs logits [N, C] with N >= splits={splits}, "
+                    f"got shape {logits.shape}")
+  with jax.enable_x64(True):
+    scores = np.array([float(_split_score(logits[i * n // splits:(i + 1) * n // splits]))
+                       for i in range(splits)])
+  return float(scores.mean()), float(scores.std())
