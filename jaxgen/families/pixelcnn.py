@@ -1,0 +1,208 @@
+"""Gated PixelCNN (van den Oord et al. 2016b) over the discrete raw values of images.
+
+Data. Model-space images ``x [H, W, C]`` (not dequantized) hold raw integers
+``raw = round((x - lo) / (hi - lo) * (L - 1))`` in ``{0..L-1}`` (``L = spec.levels``: 256 for
+8-bit images, 17 for ``digits``, 2 for binarized data); the model is a distribution over ``raw``:
+
+    log p(raw) = sum_{i, j, c in raster / channel order} log p(raw_ijc | raw_<ijc)
+
+in nats per image; bits/dim ``= -log p(raw) / (H W C ln 2)`` (discrete, no model-space offset). The
+network reads ``2 raw / (L-1) - 1`` and outputs, per sub-pixel, either
+
+* ``model.output="softmax"``: ``L`` logits (a 256-way softmax for 8-bit data), or
+* ``model.output="logistic_mixture"``: a discretized mixture of ``model.num_mixtures`` logistics
+  over the ``L`` levels (:mod:`jaxgen.nn.logistic_mixture`). Unlike PixelCNN++, which shares one
+  mixture per pixel and links channels by linear coefficients, each sub-pixel has its own
+  mixture, conditioned on the earlier channels through the channel-masked network.
+
+Network (:mod:`jaxgen.nn.masked_conv`): a mask-A gated block reading the image, ``num_blocks``
+mask-B gated blocks (vertical + horizontal stacks, no blind spot), then two mask-B 1x1
+convolutions. ``model.conditional`` adds a class embedding to every gate.
+
+Sampling: one compiled ``lax.fori_loop`` over the ``H W C`` sub-pixels in order; each step
+recomputes the network on the canvas and draws sub-pixel ``(i, j, c)`` from its categorical over
+the ``L`` levels under ``config.sample``'s temperature / top-k / top-p (:mod:`jaxgen.sampling`;
+for the mixture, the controls act on the ``L`` level probabilities). Samples are returned in
+model space.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxgen import sampling
+from jaxgen.data.spec import DataSpec
+from jaxgen.errors import UserError
+from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
+from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.nn import logistic_mixture
+from jaxgen.nn.masked_conv import GatedPixelCNNBlock, MaskedConv2D
+
+OUTPUTS = ("softmax", "logistic_mixture")
+
+
+class PixelCNN(nn.Module):
+  """``(x [B, H, W, C] in [-1, 1], label [B] | None) -> [B, H, W, C, outputs_per_channel]``.
+
+  Output ``[..., c, :]`` at pixel ``(i, j)`` depends only on sub-pixels before ``(i, j, c)``.
+  """
+
+  data_channels: int
+  outputs_per_channel: int
+  features: int = 64
+  num_blocks: int = 5
+  kernel_size: int = 3
+  first_kernel_size: int = 7
+  head_features: int = 128
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    c = self.data_channels
+    cond = jax.nn.one_hot(label, self.num_classes) if self.num_classes else None
+    v, h = GatedPixelCNNBlock(self.features, self.first_kernel_size, c, "A", residual=False,
+                              name="block_0")(x, x, cond)
+    for i in range(self.num_blocks):
+      v, h = GatedPixelCNNBlock(self.features, self.kernel_size, c, name=f"block_{i + 1}")(v, h, cond)
+    out = MaskedConv2D(self.head_features, (1, 1), "B", c, name="head")(nn.relu(h))
+    out = MaskedConv2D(c * self.outputs_per_channel, (1, 1), "B", c, name="out")(nn.relu(out))
+    # Output feature o = p * C + c belongs to channel group o % C = c.
+    out = out.reshape(out.shape[:3] + (self.outputs_per_channel, c))
+    return jnp.swapaxes(out, -1, -2)
+
+
+@FAMILIES.register("pixelcnn")
+class PixelCNNFamily(Family):
+  """Autoregressive image model, one network ``model`` (module docstring).
+
+  Config (``config.model``): ``features``, ``num_blocks``, ``kernel_size``, ``first_kernel_size``,
+  ``head_features``, ``output`` (softmax | logistic_mixture), ``num_mixtures``, ``conditional``.
+  ``config.sample``: ``temperature``, ``top_k``, ``top_p``, ``label`` (``-1`` = uniform labels).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
+    super().__init__(config, spec)
+    m = config.model
+    if spec.modality != "image" or spec.levels < 2:
+      raise UserError(f"pixelcnn models images with discrete levels, and {spec.name!r} holds "
+                      f"{spec.modality}: use an image data set such as data.name='digits'")
+    if spec.dequantized:
+      raise UserError("pixelcnn models the discrete raw pixel values: set data.dequantize=False")
+    if m.output not in OUTPUTS:
+      raise UserError(f"model.output={m.output!r} is not one of {list(OUTPUTS)}: set one of them")
+    channels = spec.shape[-1]
+    if int(m.features) % channels:
+      raise UserError(f"model.features={m.features} must be a multiple of the {channels} image "
+                      "channels (each feature belongs to one channel group): change model.features")
+    for name in ("kernel_size", "first_kernel_size"):
+      if int(m[name]) % 2 == 0:
+        raise UserError(f"model.{name}={m[name]} must be odd (masked convolutions are centred)")
+    num_classes = 0
+    if m.conditional:
+      if spec.num_classes <= 0:
+        raise UserError(f"model.conditional=True but {spec.name!r} has no labels: "
+                        "set model.conditional=False")
+      num_classes = spec.num_classes
+    self.levels = spec.levels
+    per_channel = spec.levels if m.output == "softmax" else 3 * int(m.num_mixtures)
+    self.net = PixelCNN(data_channels=channels, outputs_per_channel=per_channel,
+                        features=int(m.features), num_blocks=int(m.num_blocks),
+                        kernel_size=int(m.kernel_size), first_kernel_size=int(m.first_kernel_size),
+                        head_features=int(m.head_features), num_classes=num_classes)
+    self.controls = sampling.controls_from_config(config.sample)
+
+  # --- model space <-> raw levels --------------------------------------------------------------
+
+  def to_raw(self, x: jax.Array) -> jax.Array:
+    """Model-space images -> int32 levels ``round((x - lo) / (hi - lo) * (L - 1))``."""
+    lo, hi = self.spec.value_range
+    return jnp.round((x - lo) / (hi - lo) * (self.levels - 1)).astype(jnp.int32)
+
+  def to_model_space(self, raw: jax.Array) -> jax.Array:
+    lo, hi = self.spec.value_range
+    return (lo + (hi - lo) / (self.levels - 1) * raw.astype(jnp.float32)).astype(jnp.float32)
+
+  def _net_input(self, raw: jax.Array) -> jax.Array:
+    return 2.0 / (self.levels - 1) * raw.astype(jnp.float32) - 1.0
+
+  def _label(self, batch):
+    return batch["label"] if self.net.num_classes else None
+
+  # --- likelihood ------------------------------------------------------------------------------
+
+  def level_log_probs(self, params, raw: jax.Array, label: jax.Array | None) -> jax.Array:
+    """Log-probabilities of every level for every sub-pixel: ``[B, H, W, C, L]``."""
+    out = self.net.apply(params["model"], self._net_input(raw), label)
+    if self.config.model.output == "softmax":
+      return jax.nn.log_softmax(out, axis=-1)
+    return logistic_mixture.log_probs_all(out, self.levels)
+
+  def sub_pixel_log_probs(self, params, raw: jax.Array, label: jax.Array | None) -> jax.Array:
+    """``log p(raw_ijc | raw_<ijc)`` for every sub-pixel: ``[B, H, W, C]``."""
+    out = self.net.apply(params["model"], self._net_input(raw), label)
+    if self.config.model.output == "softmax":
+      # A one-hot product rather than a gather: it keeps the batch sharding of the trainer's mesh.
+      return jnp.sum(jax.nn.log_softmax(out, axis=-1) * jax.nn.one_hot(raw, self.levels), axis=-1)
+    return logistic_mixture.log_prob(out, raw, self.levels)
+
+  def log_prob(self, params, batch) -> jax.Array:
+    """Exact ``log p(raw)`` in nats per image, ``[B]``."""
+    lp = self.sub_pixel_log_probs(params, self.to_raw(batch["x"]), self._label(batch))
+    return jnp.sum(lp.reshape(lp.shape[0], -1), axis=-1)
+
+  def _metrics(self, params, batch):
+    nll = -self.log_prob(params, batch)
+    return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
+
+  # --- the family contract ---------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    raw = self.to_raw(batch["x"])
+    return {"model": self.net.init(rng, self._net_input(raw), self._label(batch))}, {}
+
+  def update_groups(self):
+    def loss_fn(params, state, batch, rng):
+      del rng
+      metrics = {k: jnp.mean(v) for k, v in self._metrics(params, batch).items()}
+      return metrics["nll"], (metrics, state)
+
+    return [UpdateGroup("model", loss_fn)]
+
+  def eval_metrics(self, params, state, batch, rng):
+    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
+    return self._metrics(params, batch)
+
+  def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
+    """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""
+    if not self.net.num_classes:
+      return None
+    label = int(self.config.sample.get("label", -1))
+    if label >= self.net.num_classes:
+      raise UserError(f"sample.label={label} but the data has {self.net.num_classes} classes: "
+                      f"use -1 (random) or 0..{self.net.num_classes - 1}")
+    if label >= 0:
+      return jnp.full((num,), label, jnp.int32)
+    return jax.random.randint(rng, (num,), 0, self.net.num_classes, jnp.int32)
+
+  def generate_raw(self, params, rng: jax.Array, labels: jax.Array | None, num: int) -> jax.Array:
+    """``num`` images of raw levels ``int32 [num, H, W, C]``, sub-pixel by sub-pixel.
+
+    Step ``n`` (sub-pixel ``(i, j, c)`` in raster / channel order) uses key ``fold_in(rng, n)``.
+    """
+    h, w, c = self.spec.shape
+
+    def body(n, canvas):
+      i, j, ch = n // (w * c), (n // c) % w, n % c
+      logits = self.level_log_probs(params, canvas, labels)[:, i, j, ch]
+      x = sampling.sample_logits(jax.random.fold_in(rng, n), logits, **self.controls)
+      return canvas.at[:, i, j, ch].set(x)
+
+    return jax.lax.fori_loop(0, h * w * c, body, jnp.zeros((num, h, w, c), jnp.int32))
+
+  def sample(self, params, state, rng, num):
+    """``num`` images in model space, ``float32 [num, H, W, C]``."""
+    label_key, key = jax.random.split(rng)
+    return self.to_model_space(self.generate_raw(params, key, self.sample_labels(label_key, num), num))
