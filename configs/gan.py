@@ -33,6 +33,11 @@ def get_config():
   c.train.sample_every = 1000
   c.train.ema_decay = 0.999
 
+  c.eval.num_samples = 1000
+  # digits: in the shipped digits classifier's feature space; toy2d: in data space (add "mode_coverage"
+  # for toy2d/ring8, grid25, 8gaussians; "is" for images)
+  c.eval.metrics = ("fid", "kid", "precision_recall", "density_coverage")
+
   c.sample.num = 64
   c.sample.label = -1  # conditional models: class to draw (-1 = uniform over classes)
   return c

@@ -71,5 +71,13 @@ def base() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.num_batches = 0  # held-out batches for the loss / likelihood (0 = the whole split)
   c.eval.num_samples = 1000  # samples drawn for sample-based metrics
-  c.eval.metrics = ()  # sample-based metrics, e.g. ("fid", "precision_recall")
+  c.eval.metrics = ()  # sample-based: fid, kid, is, precision_recall, density_coverage, mode_coverage
+  c.eval.inception_weights = ""  # FID Inception-v3 weights (.pth or converted .npz) for non-digits images
+  c.eval.block_size = 1024  # rows per block of the pairwise distances (bounds memory)
+  c.eval.pr_k = 3  # neighbours for precision / recall
+  c.eval.dc_k = 5  # neighbours for density / coverage
+  c.eval.kid_subsets = 100
+  c.eval.kid_subset_size = 1000
+  c.eval.is_splits = 10
+  c.eval.mode_threshold = 3.0  # mode_coverage: high quality within this many stds of a mode
   return c

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from jaxgen.data.audio import mu_law_decode  # noqa: E402
 from jaxgen.data.spec import DataSpec  # noqa: E402
 
 
@@ -64,12 +65,6 @@ def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str, title:
 
 def decode_text(tokens: np.ndarray, spec: DataSpec) -> list[str]:
   return ["".join(spec.vocab[int(t)] for t in row) for row in np.asarray(tokens)]
-
-
-def mu_law_decode(codes: np.ndarray, mu: int = 255) -> np.ndarray:
-  """Codes in {0..mu} -> waveform in [-1, 1]: ``sign(y) ((1+mu)^|y| - 1) / mu``, ``y = 2c/mu - 1``."""
-  y = 2.0 * np.asarray(codes, np.float64) / mu - 1.0
-  return np.sign(y) * ((1.0 + mu) ** np.abs(y) - 1.0) / mu
 
 
 def write_wav(codes: np.ndarray, spec: DataSpec, path: str) -> None:

@@ -110,3 +110,17 @@ def controls_from_config(sample_config: Mapping[str, Any] | None) -> dict[str, A
   if not 0.0 < top_p <= 1.0:
     raise UserError(f"sample.top_p={top_p} is outside (0, 1]; use 1.0 to disable nucleus sampling")
   return {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+
+def labels_from_config(sample_config, num_classes: int, rng: jax.Array, num: int) -> jax.Array | None:
+  """Class labels ``[num]`` for conditional sampling: ``sample.label`` for every sample, or uniform
+  labels when it is -1 (or absent); ``None`` for unconditional models (``num_classes == 0``)."""
+  if not num_classes:
+    return None
+  label = int(sample_config.get("label", -1))
+  if label >= num_classes:
+    raise UserError(f"sample.label={label} but the data has {num_classes} classes: "
+                    f"use -1 (random) or 0..{num_classes - 1}")
+  if label >= 0:
+    return jnp.full((num,), label, jnp.int32)
+  return jax.random.randint(rng, (num,), 0, num_classes, jnp.int32)

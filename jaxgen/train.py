@@ -37,7 +37,7 @@ from jaxgen.errors import NonFiniteLossError, UserError
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.state import TrainState
 
-INIT_STREAM, TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM = range(4)
+INIT_STREAM, TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM, EVAL_SAMPLE_STREAM = range(5)
 
 
 @dataclasses.dataclass
@@ -219,7 +219,7 @@ def evaluate_state(exp: Experiment, ts: TrainState) -> dict[str, float]:
     from jaxgen import evaluation  # imported here: the metric library is only needed when asked for
 
     step = int(to_host(ts.step))
-    fake = generate(exp, ts, cfg.num_samples, jax.random.fold_in(eval_stream, -1 - step), cfg.batch_size)
+    fake = generate(exp, ts, cfg.num_samples, jax.random.fold_in(exp.stream(EVAL_SAMPLE_STREAM), step), cfg.batch_size)
     real = exp.data.held_out(cfg.num_samples)["x"]
     results.update(evaluation.evaluate_samples(cfg.metrics, fake, real, exp.data.spec, cfg))
   return results

@@ -10,7 +10,6 @@ import sys
 import chex
 import jax
 import numpy as np
-import pytest
 
 from conftest import ROOT, tiny_config
 from jaxgen import train

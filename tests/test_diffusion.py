@@ -218,25 +218,6 @@ def test_samplers_reproduce_gaussian_with_ideal_denoiser(name, prediction):
       check(x, M, S**2)
 
 
-def model_marginal(sched: diffusion.Schedule) -> tuple[float, float]:
-  """Mean and variance of p_theta(x_0) for the ideal denoiser: the reverse chain with the posterior
-  variance is linear-Gaussian, x_{t-1} = c0_t E[x_0|x_t] + ct_t x_t + sigma_t z (with the decoder
-  noise at t = 0), so its marginal follows by propagating two moments in float64."""
-  betas, abar = numpy_schedule("linear", T)
-  abar_prev = np.append(1.0, abar[:-1])
-  post_var = betas * (1 - abar_prev) / (1 - abar)
-  mean, var = 0.0, 1.0
-  for t in range(T - 1, -1, -1):
-    a, v_t = np.sqrt(abar[t]), abar[t] * S**2 + 1 - abar[t]
-    c0 = np.sqrt(abar_prev[t]) * betas[t] / (1 - abar[t])
-    ct = np.sqrt(1 - betas[t]) * (1 - abar_prev[t]) / (1 - abar[t])
-    gain = c0 * a * S**2 / v_t + ct  # d mean / d x_t
-    mean = gain * (mean - a * M) + c0 * M + ct * a * M
-    var = gain**2 * var + (post_var[t] if t > 0 else post_var[1])
-  del sched
-  return mean, var
-
-
 def expected_bound() -> tuple[float, float, float]:
   """E_{x_0 ~ N(M, S^2)} of the (prior, diffusion, decoder) terms for the ideal denoiser, in closed
   form (float64). With the posterior variance as reverse variance, each KL is the squared mean

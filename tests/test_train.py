@@ -33,10 +33,11 @@ def _checkpoint_steps(workdir):
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
 
 
-@pytest.mark.parametrize("name,data", [("gan", "digits"), ("gan", "toy2d/grid25"),
-                                       ("vae", "digits"), ("vae", "toy2d/ring8")])
-def test_end_to_end(name, data, workdir):
-  overrides = {"data.name": data}
+@pytest.mark.parametrize("name,data,metrics", [
+    ("gan", "digits", ("fid", "is", "precision_recall")), ("gan", "toy2d/grid25", ("mode_coverage", "fid")),
+    ("vae", "digits", ()), ("vae", "toy2d/ring8", ())])
+def test_end_to_end(name, data, metrics, workdir):
+  overrides = {"data.name": data, "eval.metrics": metrics}
   if name == "vae" and data.startswith("toy2d"):
     overrides.update({"model.decoder": "gaussian", "data.binarize": "none"})
   config = tiny_config(name, **overrides)
@@ -54,6 +55,13 @@ def test_end_to_end(name, data, workdir):
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:
     results = json.load(f)
   assert results["num_eval_examples"] == 64  # eval.num_batches=2 x eval.batch_size=32
+  expected = {"fid": ["fid"], "is": ["is_mean", "is_std"], "precision_recall": ["precision", "recall"],
+              "mode_coverage": ["modes", "high_quality"]}
+  for metric in metrics:
+    for key in expected[metric]:
+      assert math.isfinite(results[key]), (key, results)
+  if "mode_coverage" in metrics:
+    assert 0 <= results["modes"] <= 25 and results["reverse_kl"] >= 0  # inf when no sample is high quality
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["data"]["name"] == data
   # EMA params differ from the raw params after training (decay 0.999) and stay finite.

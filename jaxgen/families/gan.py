@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen import losses
+from jaxgen import losses, sampling
 from jaxgen.errors import UserError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 from jaxgen.nn.mlp import MLP
@@ -191,10 +191,7 @@ class GAN(Family):
 
   def sample(self, params, state, rng, num):
     k_fake, k_lab = jax.random.split(rng)
-    label = self.config.sample.get("label", -1)
-    labels = self._labels(None, k_lab, num)
-    if labels is not None and label >= 0:
-      labels = jnp.full((num,), label)
+    labels = sampling.labels_from_config(self.config.sample, self.num_classes, k_lab, num)
     return self._generate(params, state, k_fake, num, labels, train=False)[0]
 
   def eval_metrics(self, params, state, batch, rng):

@@ -194,15 +194,7 @@ class WaveNetFamily(Family):
 
   def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
     """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""
-    if not self.net.num_classes:
-      return None
-    label = int(self.config.sample.get("label", -1))
-    if label >= self.net.num_classes:
-      raise UserError(f"sample.label={label} but the data has {self.net.num_classes} classes: "
-                      f"use -1 (random) or 0..{self.net.num_classes - 1}")
-    if label >= 0:
-      return jnp.full((num,), label, jnp.int32)
-    return jax.random.randint(rng, (num,), 0, self.net.num_classes, jnp.int32)
+    return sampling.labels_from_config(self.config.sample, self.net.num_classes, rng, num)
 
   def generate(self, params, rng: jax.Array, labels: jax.Array | None, num: int, length: int,
                naive: bool = False) -> jax.Array:
