@@ -14,28 +14,17 @@ import argparse
 import os
 import runpy
 import sys
-import time
 
 import jax
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from jaxgen import data as data_lib  # noqa: E402
 from jaxgen import families  # noqa: E402
+from jaxgen.timing import median_seconds  # noqa: E402
 
 #: (sampler, steps): steps is ignored by the ancestral sampler, which always takes T steps.
 SAMPLERS = (("ddpm", 1000), ("ddim", 100), ("ddim", 50))
-
-
-def _seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -49,7 +38,7 @@ def run(quick: bool = False) -> list[dict]:
   for sampler, steps in SAMPLERS:
     config.sample.sampler, config.sample.steps = sampler, steps  # read when sample is traced
     sample = jax.jit(lambda p, s, k: family.sample(p, s, k, num))
-    seconds = _seconds(sample, params, state, jax.random.key(1), repeats=1 if quick else 3)
+    seconds = median_seconds(sample, params, state, jax.random.key(1), repeats=1 if quick else 3)
     steps = config.model.num_timesteps if sampler == "ddpm" else steps
     rows.append({"name": f"{sampler} {steps} steps", "data": data.spec.name, "num": num,
                  "steps": steps, "seconds_per_batch": seconds, "samples_per_s": num / seconds,

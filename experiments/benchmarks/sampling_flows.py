@@ -14,27 +14,16 @@ import argparse
 import os
 import runpy
 import sys
-import time
 
 import jax
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from jaxgen import data as data_lib  # noqa: E402
 from jaxgen import families  # noqa: E402
+from jaxgen.timing import median_seconds  # noqa: E402
 
 CONFIGS = ("realnvp", "glow", "flow2d")
-
-
-def _seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -47,7 +36,7 @@ def run(quick: bool = False) -> list[dict]:
     family = families.build(config, data.spec)
     params, state = family.init(jax.random.key(0), data.train_batch(0))
     sample = jax.jit(lambda p, s, k, family=family, num=num: family.sample(p, s, k, num))
-    seconds = _seconds(sample, params, state, jax.random.key(1), repeats=3 if quick else 10)
+    seconds = median_seconds(sample, params, state, jax.random.key(1), repeats=3 if quick else 10)
     rows.append({"name": name, "data": data.spec.name, "num": num, "samples_per_s": num / seconds,
                  "device": jax.devices()[0].device_kind})
   return rows

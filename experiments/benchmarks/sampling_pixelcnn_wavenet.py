@@ -17,26 +17,16 @@ from __future__ import annotations
 import argparse
 import pathlib
 import runpy
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgen import families
+from jaxgen.timing import median_seconds
 from jaxgen.data.spec import DataSpec
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
-
-def _seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def _wavenet(length: int, repeats: int) -> dict:
@@ -50,7 +40,7 @@ def _wavenet(length: int, repeats: int) -> dict:
          for naive in (False, True)}
   key = jax.random.key(1)
   assert (np.asarray(fns[False](params, key)) == np.asarray(fns[True](params, key))).all()
-  seconds = {naive: _seconds(fn, params, key, repeats=repeats) for naive, fn in fns.items()}
+  seconds = {naive: median_seconds(fn, params, key, repeats=repeats) for naive, fn in fns.items()}
   return {
       "name": f"wavenet R={family.net.receptive_field}, {length} samples, batch 1",
       "samples_per_s_cached": length / seconds[False],
@@ -65,7 +55,7 @@ def _pixelcnn(batch: int, repeats: int) -> dict:
   family = families.build(config, spec)
   params, state = jax.jit(family.init)(jax.random.key(0), {"x": jnp.zeros((1, 8, 8, 1))})
   fn = jax.jit(lambda p, k: family.sample(p, state, k, batch))
-  seconds = _seconds(fn, params, jax.random.key(1), repeats=repeats)
+  seconds = median_seconds(fn, params, jax.random.key(1), repeats=repeats)
   return {
       "name": f"pixelcnn digits 8x8x1 (64 steps), batch {batch}",
       "images_per_s": batch / seconds,

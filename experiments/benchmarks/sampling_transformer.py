@@ -14,26 +14,16 @@ from __future__ import annotations
 import argparse
 import pathlib
 import runpy
-import time
 
 import jax
 import numpy as np
 
 from jaxgen import families
+from jaxgen.timing import median_seconds
 from jaxgen.data.spec import DataSpec
 from jaxgen.data.text import ASCII_VOCAB
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
-
-
-def _seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -49,7 +39,7 @@ def run(quick: bool = False) -> list[dict]:
       p, k, 1, cached=cached, temperature=1.0, top_k=0, top_p=0.95)) for cached in (True, False)}
   key = jax.random.key(1)
   assert (np.asarray(fns[True](params, key)) == np.asarray(fns[False](params, key))).all()
-  seconds = {cached: _seconds(fn, params, key, repeats=3) for cached, fn in fns.items()}
+  seconds = {cached: median_seconds(fn, params, key, repeats=3) for cached, fn in fns.items()}
   return [{
       "name": f"transformer 4L/4H/128w, {length} tokens",
       "tokens_per_s_cached": length / seconds[True],
