@@ -92,6 +92,18 @@ class Family(abc.ABC):
     return out
 
 
+def nll_update_group(per_example: Callable[[Params, Batch], Metrics], key: str = "nll") -> UpdateGroup:
+  """The single update of a maximum-likelihood family: minimise the batch mean of
+  ``per_example(params, batch)[key]`` (NLL in nats, ``[B]``); every metric is logged as its mean."""
+
+  def loss_fn(params, state, batch, rng):
+    del rng
+    metrics = {k: jax.numpy.mean(v) for k, v in per_example(params, batch).items()}
+    return metrics[key], (metrics, state)
+
+  return UpdateGroup("model", loss_fn)
+
+
 FAMILIES: Registry[type[Family]] = Registry("model family")
 
 

@@ -37,7 +37,7 @@ from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
-from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.families.base import FAMILIES, Family, nll_update_group
 from jaxgen.nn import logistic_mixture
 from jaxgen.nn.masked_conv import GatedPixelCNNBlock, MaskedConv2D
 
@@ -164,12 +164,7 @@ class PixelCNNFamily(Family):
     return {"model": self.net.init(rng, self._net_input(raw), self._label(batch))}, {}
 
   def update_groups(self):
-    def loss_fn(params, state, batch, rng):
-      del rng
-      metrics = {k: jnp.mean(v) for k, v in self._metrics(params, batch).items()}
-      return metrics["nll"], (metrics, state)
-
-    return [UpdateGroup("model", loss_fn)]
+    return [nll_update_group(self._metrics)]
 
   def eval_metrics(self, params, state, batch, rng):
     """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""

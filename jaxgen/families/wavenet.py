@@ -38,7 +38,7 @@ from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
-from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.families.base import FAMILIES, Family, nll_update_group
 from jaxgen.nn.causal_conv import CausalConv1D, shift_right
 from jaxgen.nn.masked_conv import gate
 
@@ -181,12 +181,7 @@ class WaveNetFamily(Family):
     return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
 
   def update_groups(self):
-    def loss_fn(params, state, batch, rng):
-      del rng
-      metrics = {k: jnp.mean(v) for k, v in self._metrics(params, batch).items()}
-      return metrics["nll"], (metrics, state)
-
-    return [UpdateGroup("model", loss_fn)]
+    return [nll_update_group(self._metrics)]
 
   def eval_metrics(self, params, state, batch, rng):
     """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
