@@ -92,16 +92,28 @@ class Family(abc.ABC):
     return out
 
 
-def nll_update_group(per_example: Callable[[Params, Batch], Metrics], key: str = "nll") -> UpdateGroup:
-  """The single update of a maximum-likelihood family: minimise the batch mean of
-  ``per_example(params, batch)[key]`` (NLL in nats, ``[B]``); every metric is logged as its mean."""
+class MaximumLikelihoodFamily(Family):
+  """A one-network family trained by maximum likelihood.
 
-  def loss_fn(params, state, batch, rng):
-    del rng
-    metrics = {k: jax.numpy.mean(v) for k, v in per_example(params, batch).items()}
-    return metrics[key], (metrics, state)
+  Subclasses give ``per_example_metrics(params, batch) -> {"nll": [B] nats, ...}``; training
+  minimises the batch mean of ``nll`` (every metric is logged as its mean) and evaluation reports
+  every metric per example.
+  """
 
-  return UpdateGroup("model", loss_fn)
+  @abc.abstractmethod
+  def per_example_metrics(self, params: Params, batch: Batch) -> Metrics:
+    """Per-example ``[B]`` metrics, ``"nll"`` (nats) among them."""
+
+  def update_groups(self) -> Sequence[UpdateGroup]:
+    def loss_fn(params, state, batch, rng):
+      del rng
+      metrics = {k: jax.numpy.mean(v) for k, v in self.per_example_metrics(params, batch).items()}
+      return metrics["nll"], (metrics, state)
+
+    return [UpdateGroup("model", loss_fn)]
+
+  def eval_metrics(self, params: Params, state: State, batch: Batch, rng: jax.Array) -> Metrics:
+    return self.per_example_metrics(params, batch)
 
 
 FAMILIES: Registry[type[Family]] = Registry("model family")

@@ -151,15 +151,14 @@ class GAN(Family):
 
   def init(self, rng, batch):
     n = batch["x"].shape[0]
-    kg, kd, kz = jax.random.split(rng, 3)
-    labels = self._labels(batch, None, n)
+    kg, kd = jax.random.split(rng)
     z = jnp.zeros((n, self.config.model.latent_dim))
-    gvars = self.gen.init(kg, z, labels, True)
-    params = {"gen": gvars["params"], "disc": None}
-    params["disc"] = self.disc.init(kd, jnp.zeros((1,) + batch["x"].shape[1:-1] + (
-        (batch["x"].shape[-1] + self.num_classes) * self.config.model.pack,)))["params"]
-    state = {"gen": {k: v for k, v in gvars.items() if k != "params"}}
-    return params, state
+    gvars = self.gen.init(kg, z, self._labels(batch, None, n), True)
+    # The critic's input: (labelled, packed) samples, [1, ..., (C + classes) * pack].
+    critic_input = jnp.zeros((1,) + batch["x"].shape[1:-1] + (
+        (batch["x"].shape[-1] + self.num_classes) * self.config.model.pack,))
+    params = {"gen": gvars["params"], "disc": self.disc.init(kd, critic_input)["params"]}
+    return params, {"gen": {k: v for k, v in gvars.items() if k != "params"}}
 
   def disc_loss(self, params, state, batch, rng):
     m = self.config.model

@@ -37,7 +37,7 @@ from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
-from jaxgen.families.base import FAMILIES, Family, nll_update_group
+from jaxgen.families.base import FAMILIES, MaximumLikelihoodFamily
 from jaxgen.nn import logistic_mixture
 from jaxgen.nn.masked_conv import GatedPixelCNNBlock, MaskedConv2D
 
@@ -75,7 +75,7 @@ class PixelCNN(nn.Module):
 
 
 @FAMILIES.register("pixelcnn")
-class PixelCNNFamily(Family):
+class PixelCNNFamily(MaximumLikelihoodFamily):
   """Autoregressive image model, one network ``model`` (module docstring).
 
   Config (``config.model``): ``features``, ``num_blocks``, ``kernel_size``, ``first_kernel_size``,
@@ -153,7 +153,8 @@ class PixelCNNFamily(Family):
     lp = self.sub_pixel_log_probs(params, self.to_raw(batch["x"]), self._label(batch))
     return jnp.sum(lp.reshape(lp.shape[0], -1), axis=-1)
 
-  def _metrics(self, params, batch):
+  def per_example_metrics(self, params, batch):
+    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
     nll = -self.log_prob(params, batch)
     return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
 
@@ -162,13 +163,6 @@ class PixelCNNFamily(Family):
   def init(self, rng, batch):
     raw = self.to_raw(batch["x"])
     return {"model": self.net.init(rng, self._net_input(raw), self._label(batch))}, {}
-
-  def update_groups(self):
-    return [nll_update_group(self._metrics)]
-
-  def eval_metrics(self, params, state, batch, rng):
-    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
-    return self._metrics(params, batch)
 
   def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
     """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""

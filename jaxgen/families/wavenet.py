@@ -38,7 +38,7 @@ from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
-from jaxgen.families.base import FAMILIES, Family, nll_update_group
+from jaxgen.families.base import FAMILIES, MaximumLikelihoodFamily
 from jaxgen.nn.causal_conv import CausalConv1D, shift_right
 from jaxgen.nn.masked_conv import gate
 
@@ -136,7 +136,7 @@ class WaveNet(nn.Module):
 
 
 @FAMILIES.register("wavenet")
-class WaveNetFamily(Family):
+class WaveNetFamily(MaximumLikelihoodFamily):
   """Autoregressive model of token sequences (``modality`` audio or text), one network ``model``.
 
   Config (``config.model``): ``residual_channels``, ``dilation_channels``, ``skip_channels``,
@@ -176,16 +176,10 @@ class WaveNetFamily(Family):
     lp = jax.nn.log_softmax(logits, axis=-1)
     return jnp.sum(lp * jax.nn.one_hot(batch["x"], lp.shape[-1]), axis=(1, 2))  # no gather (sharding)
 
-  def _metrics(self, params, batch):
+  def per_example_metrics(self, params, batch):
+    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
     nll = -self.log_prob(params, batch)
     return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
-
-  def update_groups(self):
-    return [nll_update_group(self._metrics)]
-
-  def eval_metrics(self, params, state, batch, rng):
-    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
-    return self._metrics(params, batch)
 
   def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
     """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""
