@@ -50,6 +50,14 @@ class Experiment:
   data: Any  # jaxgen.data.Pipeline
   family: families.Family
   optimizers: dict[str, optax.GradientTransformation]
+  _built: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def cached(self, key: str, build):
+    """``build()`` once per experiment: jitted sampling / evaluation functions and the real-data
+    features of the sample metrics are reused by every periodic evaluation instead of rebuilt."""
+    if key not in self._built:
+      self._built[key] = build()
+    return self._built[key]
 
   def stream(self, s: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(self.config.seed), s)
@@ -181,7 +189,8 @@ def to_host(x: jax.Array) -> np.ndarray:
 def generate(exp: Experiment, ts: TrainState, num: int, rng: jax.Array, chunk: int = 0) -> np.ndarray:
   """``num`` model-space samples from the EMA params, drawn ``chunk`` at a time (one compilation)."""
   chunk = min(chunk or num, num)
-  fn = jax.jit(lambda p, s, k: exp.family.sample(p, s, k, chunk), out_shardings=exp.replicated)
+  fn = exp.cached(f"sample_{chunk}", lambda: jax.jit(lambda p, s, k: exp.family.sample(p, s, k, chunk),
+                                                     out_shardings=exp.replicated))
   out = [to_host(fn(ts.ema_params, ts.state, jax.random.fold_in(rng, i))) for i in range(-(-num // chunk))]
   return np.concatenate(out)[:num]
 
@@ -201,12 +210,12 @@ def evaluate_state(exp: Experiment, ts: TrainState) -> dict[str, float]:
   cfg = exp.config.eval
   eval_stream = exp.stream(EVAL_STREAM)
 
-  @jax.jit
-  def eval_step(ts, batch, index):
+  def per_batch(ts, batch, index):
     m = exp.family.eval_metrics(ts.ema_params, ts.state, batch, jax.random.fold_in(eval_stream, index))
     mask = batch["mask"]
     return {k: jnp.sum(jnp.broadcast_to(v, mask.shape) * mask) for k, v in m.items()}, jnp.sum(mask)
 
+  eval_step = exp.cached("eval_step", lambda: jax.jit(per_batch))
   sums, count = {}, 0.0
   for i, local in enumerate(exp.data.eval_batches(cfg.batch_size // jax.process_count(), cfg.num_batches)):
     s, n = eval_step(ts, parallel.global_batch(local, exp.mesh), i)
@@ -220,8 +229,9 @@ def evaluate_state(exp: Experiment, ts: TrainState) -> dict[str, float]:
 
     step = int(to_host(ts.step))
     fake = generate(exp, ts, cfg.num_samples, jax.random.fold_in(exp.stream(EVAL_SAMPLE_STREAM), step), cfg.batch_size)
-    real = exp.data.held_out(cfg.num_samples)["x"]
-    results.update(evaluation.evaluate_samples(cfg.metrics, fake, real, exp.data.spec, cfg))
+    metrics = exp.cached("sample_metrics", lambda: evaluation.SampleEvaluator(
+        cfg.metrics, exp.data.held_out(cfg.num_samples)["x"], exp.data.spec, cfg))
+    results.update(metrics(fake))
   return results
 
 
