@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -12,6 +14,7 @@ import scipy.special
 
 from jaxgen import evaluation as ev
 from jaxgen.data.spec import DataSpec
+from jaxgen.evaluation import gaussian
 from jaxgen.errors import UserError
 
 
@@ -84,6 +87,27 @@ def test_streaming_stats_match_numpy_with_large_offset():
   np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False), atol=1e-9)
   chex.assert_trees_all_close(ev.gaussian_stats(x), (mu, sigma), rtol=1e-10)
   np.testing.assert_allclose(ev.fid_from_features(x, x + 1), 16.0, rtol=1e-9)
+
+
+def test_blocked_stats_match_numpy_over_several_column_blocks():
+  # D = 1100 is cut into 4 uneven column blocks of the symmetric Gram product.
+  x = np.random.default_rng(4).standard_normal((1500, 1100)).astype(np.float32) + 3.0
+  mu, sigma = ev.gaussian_stats(x)
+  np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
+  np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False), atol=1e-12)
+
+
+def test_tridiagonal_eigenvalues_match_numpy_with_zero_and_repeated_eigenvalues():
+  # The CPU/GPU route of tr(M^1/2); a rank-deficient M with a repeated eigenvalue.
+  rng = np.random.default_rng(5)
+  q, _ = np.linalg.qr(rng.standard_normal((600, 600)))
+  m = (q * np.concatenate([np.zeros(200), np.full(100, 2.0), rng.uniform(0.1, 9, 300)])) @ q.T
+  with jax.enable_x64(True):
+    got = np.sort(np.asarray(gaussian._eigenvalues_via_tridiagonal(jnp.asarray(m))))
+    trace_sqrt = float(gaussian._trace_sqrt_psd(jnp.asarray(m)))
+  expected = np.linalg.eigvalsh(m)
+  np.testing.assert_allclose(got, expected, atol=1e-12)
+  np.testing.assert_allclose(trace_sqrt, np.sqrt(np.clip(expected, 0, None)).sum(), rtol=1e-9)
 
 
 def test_stats_need_two_samples():

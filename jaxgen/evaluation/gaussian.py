@@ -9,9 +9,10 @@ as ``numpy.cov`` and the reference FID code),
 those of the *symmetric* positive semi-definite matrix ``L^T S2 L`` for any factor ``S1 = L L^T``
 (``L^T S2 L = L^{-1} (S1 S2) L`` when ``L`` is invertible; ``AB`` and ``BA`` share their spectrum
 otherwise). We take ``L`` = the Cholesky factor of ``S1`` (or of ``S2``, swapping roles) and, when
-neither is positive definite (fewer samples than dimensions), ``L = S1^{1/2}`` from ``eigh``. One
-symmetric ``eigh`` then gives real eigenvalues, clipped at 0: no complex numbers, no scipy, runs on
-CPU/GPU/TPU, and the result (computed in float64, clipped at 0) is never negative.
+neither is positive definite (fewer samples than dimensions), ``L = S1^{1/2}`` from ``eigh``. The
+real eigenvalues of that symmetric matrix (tridiagonalization and bisection on CPU/GPU, ``eigh``
+elsewhere), clipped at 0, give the trace: no complex numbers, no scipy, runs on CPU/GPU/TPU, and the
+result (computed in float64, clipped at 0) is never negative.
 """
 
 from __future__ import annotations
@@ -24,6 +25,46 @@ from jaxgen.errors import UserError
 
 #: Rows per device update of the streaming accumulator (bounds the float64 copy of a batch).
 _CHUNK_ROWS = 4096
+#: Width of the column blocks of ``_gram`` and ``_triangular_congruence``.
+_BLOCK = 256
+
+
+def _block_slices(d: int) -> list[slice]:
+  """``d`` indices cut into ``max(1, d // _BLOCK)`` contiguous blocks of about ``_BLOCK``."""
+  k = max(1, d // _BLOCK)
+  edges = [round(i * d / k) for i in range(k + 1)]
+  return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _symmetric_from_lower(lower):
+  """The symmetric matrix whose block ``(i, j)``, ``i >= j``, is ``lower[i][j]``."""
+  k = len(lower)
+  return jnp.block([[lower[i][j] if i >= j else lower[j][i].T for j in range(k)]
+                    for i in range(k)])
+
+
+def _gram(x):
+  """``x^T x`` for ``x [N, D]``, computing only the column blocks on and below the diagonal.
+
+  With ``k`` blocks this is ``(k + 1) / (2 k)`` of a full product (56% for ``D = 2048``): what
+  BLAS's symmetric rank-k update (``syrk``) saves, which XLA does not have.
+  """
+  cols = [x[:, s] for s in _block_slices(x.shape[1])]
+  return _symmetric_from_lower([[cols[i].T @ cols[j] for j in range(i + 1)]
+                                for i in range(len(cols))])
+
+
+def _triangular_congruence(l, s):
+  """``L^T S L`` for a lower-triangular ``L [D, D]`` and a symmetric ``S [D, D]``.
+
+  Column block ``j`` of ``L`` is zero above row ``start_j``, so ``Y = S L`` needs only
+  ``Y[:, j] = S[:, start_j:] L[start_j:, j]``, and the symmetric result only its lower blocks
+  ``(L^T Y)_ij = L[start_i:, i]^T Y[start_i:, j]``, ``i >= j``: a third of the two full products.
+  """
+  blocks = _block_slices(l.shape[0])
+  y = [s[:, b.start:] @ l[b.start:, b] for b in blocks]
+  return _symmetric_from_lower([[l[bi.start:, bi].T @ y[j][bi.start:] for j in range(i + 1)]
+                                for i, bi in enumerate(blocks)])
 
 
 @jax.jit
@@ -37,7 +78,7 @@ def _merge(count, mean, m2, batch):
   n_b = x.shape[0]
   mean_b = jnp.mean(x, axis=0)
   xc = x - mean_b
-  m2_b = xc.T @ xc
+  m2_b = _gram(xc)
   total = count + n_b
   delta = mean_b - mean
   new_mean = mean + delta * (n_b / total)
@@ -91,9 +132,22 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
   return acc.finalize()
 
 
+def _eigenvalues_via_tridiagonal(m):
+  """Eigenvalues of a symmetric ``m``: Householder tridiagonalization (LAPACK/cuSOLVER ``sytrd``)
+  then bisection on the tridiagonal matrix. No eigenvectors: about half the time of ``eigh``."""
+  _, diagonal, off_diagonal, _ = jax.lax.linalg.tridiagonal(m)
+  return jax.scipy.linalg.eigh_tridiagonal(diagonal, off_diagonal, eigvals_only=True)
+
+
 def _trace_sqrt_psd(m):
-  """``tr(M^{1/2})`` of a symmetric PSD matrix: its eigenvalues clipped at 0, square-rooted."""
-  eigenvalues = jnp.linalg.eigh((m + m.T) / 2)[0]
+  """``tr(M^{1/2})`` of a symmetric PSD matrix: its eigenvalues clipped at 0, square-rooted.
+
+  ``jax.lax.linalg.tridiagonal`` exists on CPU and GPU only; other platforms (TPU) use ``eigh``.
+  """
+  m = (m + m.T) / 2
+  eigenvalues = jax.lax.platform_dependent(
+      m, cpu=_eigenvalues_via_tridiagonal, cuda=_eigenvalues_via_tridiagonal,
+      rocm=_eigenvalues_via_tridiagonal, default=lambda m: jnp.linalg.eigh(m)[0])
   return jnp.sum(jnp.sqrt(jnp.clip(eigenvalues, 0.0)))
 
 
@@ -101,21 +155,19 @@ def _trace_sqrt_psd(m):
 def _frechet(mu1, sigma1, mu2, sigma2):
   sigma1 = (sigma1 + sigma1.T) / 2
   sigma2 = (sigma2 + sigma2.T) / 2
+
   # A failed Cholesky factorization (matrix not positive definite) returns NaNs.
-  l1 = jnp.linalg.cholesky(sigma1)
-  l2 = jnp.linalg.cholesky(sigma2)
+  def via_cholesky(a, b, otherwise):
+    l = jnp.linalg.cholesky(a)
+    return jax.lax.cond(jnp.all(jnp.isfinite(l)),
+                        lambda: _trace_sqrt_psd(_triangular_congruence(l, b)), otherwise)
 
   def via_sqrtm():
     w, v = jnp.linalg.eigh(sigma1)
     a = (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
     return _trace_sqrt_psd(a @ sigma2 @ a)
 
-  def via_l2():
-    return jax.lax.cond(jnp.all(jnp.isfinite(l2)),
-                        lambda: _trace_sqrt_psd(l2.T @ sigma1 @ l2), via_sqrtm)
-
-  tr_covmean = jax.lax.cond(jnp.all(jnp.isfinite(l1)),
-                            lambda: _trace_sqrt_psd(l1.T @ sigma2 @ l1), via_l2)
+  tr_covmean = via_cholesky(sigma1, sigma2, lambda: via_cholesky(sigma2, sigma1, via_sqrtm))
   diff = mu1 - mu2
   return diff @ diff + jnp.trace(sigma1) + jnp.trace(sigma2) - 2 * tr_covmean
 
