@@ -1,12 +1,16 @@
 """WaveNet: exact causality and receptive field, NLL vs a slow reference, Fast-WaveNet generation
-== naive generation token for token, mu-law, the ``audio/tones`` set, and the whole loop."""
+== naive generation token for token, mu-law, the ``audio/tones`` set, the tfds audio sets
+(``spoken_digit``, ``speech_commands``) on data made here, and the whole loop."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import subprocess
+import sys
 import wave
+from unittest import mock
 
 import chex
 import jax
@@ -15,10 +19,11 @@ import ml_collections
 import numpy as np
 import pytest
 import scipy.special
+import tensorflow_datasets as tfds
 
 from conftest import load_config, tiny_config
 from jaxgen import families, outputs, train
-from jaxgen.data import audio
+from jaxgen.data import audio, tfds_audio
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.families.wavenet import WaveNet
@@ -210,3 +215,143 @@ def test_end_to_end_writes_wav(workdir):
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:
     results = json.load(f)
   assert math.isclose(results["bits_per_dim"], results["nll"] / (64 * math.log(2)), rel_tol=1e-5)
+
+
+# --- tensorflow-datasets audio sets (jaxgen.data.tfds_audio), on data made here -------------------
+
+# tfds's Audio feature imports TensorFlow when a builder is constructed, mock_data included: the
+# `test` extra installs it (with pydub, which the spoken_digit builder decodes .wav files with).
+
+
+def _fsdd_examples(seed=0):
+  """Decoded spoken_digit examples as tfds gives them (int64 PCM, int label, bytes file name):
+  2 speakers x 10 digits x recordings (0, 4, 5, 49), 20-119 samples each, full int16 range."""
+  rng = np.random.default_rng(seed)
+  examples = []
+  for speaker in ("jackson", "theo"):
+    for digit in range(10):
+      for index in (0, 4, 5, 49):
+        pcm = rng.integers(-32768, 32768, rng.integers(20, 120)).astype(np.int64)
+        examples.append({"audio": pcm, "label": digit, "audio/filename": f"{digit}_{speaker}_{index}.wav".encode()})
+  examples[0]["audio"][:2] = [-32768, 32767]  # both ends of the 16-bit range
+  return examples
+
+
+def _fsdd_mock(examples):
+  """``tfds.testing.mock_data`` whose spoken_digit 'train' split holds ``examples``."""
+  def as_data_source(builder, split, **kwargs):
+    assert builder.name == "spoken_digit" and split == "train"  # the only tfds split of the set
+    return examples
+  return tfds.testing.mock_data(as_data_source_fn=as_data_source)
+
+
+def _expected_codes(pcm, seq_len):
+  """Independent statement of the convention: pcm / 32768, first seq_len samples, zero-padded."""
+  w = np.asarray(pcm, np.float64)[:seq_len] / 32768.0
+  return audio.mu_law_encode(np.pad(w, (0, seq_len - len(w))))
+
+
+def test_spoken_digit_conversion_and_official_split():
+  examples = _fsdd_examples()
+  with _fsdd_mock(examples):
+    raw = tfds_audio.load_spoken_digit(ml_collections.ConfigDict({"seq_len": 64, "data_dir": ""}))
+  assert raw.spec == DataSpec("spoken_digit", "audio", (64,), levels=256, num_classes=10, sample_rate=8000)
+  # FSDD's README: recordings 0-4 are the test set, 5-49 the training set; every example is in one.
+  is_test = np.array([int(e["audio/filename"].split(b"_")[2][:-4]) < 5 for e in examples])
+  for split, at in ((raw.train, ~is_test), (raw.test, is_test)):
+    chex.assert_shape(split["x"], (40, 64))
+    assert split["x"].dtype == np.uint8 and split["label"].dtype == np.int32
+    selected = [e for e, keep in zip(examples, at) if keep]
+    np.testing.assert_array_equal(split["x"], [_expected_codes(e["audio"], 64) for e in selected])
+    np.testing.assert_array_equal(split["label"], [e["label"] for e in selected])
+  np.testing.assert_array_equal(np.bincount(raw.test["label"]), [4] * 10)
+  lengths = np.array([len(e["audio"]) for e in examples])
+  assert (lengths < 64).any() and (lengths > 64).any()  # both padding and cropping happened
+  assert raw.test["x"][0, :2].tolist() == [0, 255]  # -32768 -> -1 -> code 0; 32767 -> code 255
+  assert raw.test["x"][0, lengths[0]:].tolist() == [128] * (64 - lengths[0])  # padding is silence
+
+  examples[3]["audio/filename"] = b"recording.wav"
+  with _fsdd_mock(examples), pytest.raises(UserError, match="recording.wav"):
+    tfds_audio.load_spoken_digit(ml_collections.ConfigDict({"seq_len": 64}))
+
+
+def test_speech_commands_under_mock_data_matches_the_tfds_examples():
+  """The generic path on tfds's own random mock (int16 clips of 5-49 samples): every example of
+  the named splits, converted as documented; metadata from the builder (16 kHz, 12 classes)."""
+  config = ml_collections.ConfigDict({"seq_len": 32, "data_dir": "", "train_split": "validation",
+                                      "test_split": "test"})
+  with tfds.testing.mock_data(num_examples=6):
+    raw = tfds_audio.load_speech_commands(config)
+    source = tfds.data_source("speech_commands", split="validation")
+    examples = [source[i] for i in range(len(source))]
+  assert raw.spec == DataSpec("speech_commands", "audio", (32,), levels=256, num_classes=12, sample_rate=16000)
+  assert examples[0]["audio"].dtype == np.int16
+  assert {len(e["audio"]) > 32 for e in examples} == {True, False}
+  np.testing.assert_array_equal(raw.train["x"], [_expected_codes(e["audio"], 32) for e in examples])
+  np.testing.assert_array_equal(raw.train["label"], [e["label"] for e in examples])
+  chex.assert_shape([raw.train["x"], raw.test["x"]], (6, 32))
+
+
+def test_tfds_audio_not_prepared_is_a_user_error(tmp_path):
+  config = ml_collections.ConfigDict({"seq_len": 64, "data_dir": str(tmp_path)})
+  with pytest.raises(UserError, match=r"spoken_digit .*not prepared.*download_and_prepare"):
+    tfds_audio.load_spoken_digit(config)
+  with pytest.raises(UserError, match="seq_len=1"):
+    tfds_audio.load_spoken_digit(ml_collections.ConfigDict({"seq_len": 1}))
+
+
+def test_without_tensorflow_the_error_names_the_fix():
+  """In a process where TensorFlow cannot be imported, reading spoken_digit is one UserError."""
+  script = ("import sys, tensorflow_datasets as tfds; tfds.builder; sys.modules['tensorflow'] = None\n"
+            "from jaxgen.data import tfds_audio\n"
+            "tfds_audio.load_spoken_digit({'seq_len': 64})")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)),
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "jaxgen.errors.UserError: reading the tensorflow-datasets audio set 'spoken_digit' needs TensorFlow" in proc.stderr
+  assert proc.stderr.rstrip().endswith("pip install tensorflow-cpu")
+
+
+def test_spoken_digit_prepared_from_wav_files(tmp_path):
+  """The real tfds path, network excepted: the spoken_digit builder prepares array_record files from
+  .wav files written here in FSDD's layout, and the loader reads them back sample for sample."""
+  recordings = tmp_path / "download" / "free-spoken-digit-dataset-1.0.9" / "recordings"
+  recordings.mkdir(parents=True)
+  pcm = {}
+  for example in _fsdd_examples()[::3]:
+    name = example["audio/filename"].decode()
+    pcm[name] = example["audio"].astype("<i2")
+    with wave.open(str(recordings / name), "wb") as f:
+      f.setnchannels(1), f.setsampwidth(2), f.setframerate(8000), f.writeframes(pcm[name].tobytes())
+  data_dir = str(tmp_path / "tfds")
+  with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
+                         return_value=str(tmp_path / "download")):
+    tfds.builder("spoken_digit", data_dir=data_dir, file_format="array_record").download_and_prepare()
+  raw = tfds_audio.load_spoken_digit(ml_collections.ConfigDict({"seq_len": 64, "data_dir": data_dir}))
+  source = tfds.data_source("spoken_digit", split="train", data_dir=data_dir)
+  names = [source[i]["audio/filename"].decode() for i in range(len(source))]  # the prepared order
+  assert sorted(names) == sorted(pcm)
+  is_test = np.array([int(n.split("_")[2][:-4]) < 5 for n in names])
+  for split, at in ((raw.train, ~is_test), (raw.test, is_test)):
+    selected = [n for n, keep in zip(names, at) if keep]
+    np.testing.assert_array_equal(split["x"], [_expected_codes(pcm[n], 64) for n in selected])
+    np.testing.assert_array_equal(split["label"], [int(n[0]) for n in selected])
+
+
+def test_spoken_digit_config_end_to_end_writes_wav(workdir):
+  config = tiny_config("wavenet_spoken_digit", **{
+      "data.seq_len": 48, "model.dilation_cycle": 3, "model.num_cycles": 1, "model.residual_channels": 8,
+      "model.dilation_channels": 8, "model.skip_channels": 8, "sample.num": 2, "sample.label": 7,
+      "train.eval_every": 0, "train.sample_every": 0})
+  assert config.data.name == "spoken_digit" and config.model.conditional
+  with _fsdd_mock(_fsdd_examples()):
+    ts = train.train_and_evaluate(config, workdir)
+  assert int(ts.step) == 4
+  wavs = sorted(f for f in os.listdir(os.path.join(workdir, "samples")) if f.endswith(".wav"))
+  assert len(wavs) == 2
+  with wave.open(os.path.join(workdir, "samples", wavs[0])) as f:
+    assert f.getframerate() == 8000 and f.getnframes() == 48
+  with open(os.path.join(workdir, "eval", "step_4.json")) as f:
+    results = json.load(f)
+  assert math.isclose(results["bits_per_dim"], results["nll"] / (48 * math.log(2)), rel_tol=1e-5)
+  assert 0.0 < results["bits_per_dim"] < 8.5  # 4 steps from a near-uniform start (8 bits)
