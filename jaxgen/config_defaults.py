@@ -55,9 +55,9 @@ def base() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
   c.train.batch_size = 64
-  c.train.checkpoint_every = 500
+  c.train.checkpoint_every = 500  # (0 = only at the end)
   c.train.keep_checkpoints = 3
-  c.train.log_every = 50
+  c.train.log_every = 50  # train metrics to JSONL / TensorBoard (0 = only at the end)
   c.train.sample_every = 500  # PNG grid / scatter (0 = only at the end)
   c.train.eval_every = 0  # periodic evaluation (0 = only at the end)
   c.train.ema_decay = 0.999  # 0 disables EMA (the EMA params are then the params)

@@ -255,6 +255,12 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+def _due(done: int, every: int) -> bool:
+  """Whether a periodic action (``train.*_every``) falls on step ``done``; ``every <= 0``: never
+  (the loop still logs, saves, samples and evaluates at the last step)."""
+  return every > 0 and done % every == 0
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (or resumes) to ``config.train.steps`` and returns the final state."""
   exp = setup(config, workdir)
@@ -282,7 +288,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step + 1
       pending = (done, metrics)
       bar.update(1)
-      if done % tc.log_every == 0 or done == tc.steps:
+      if _due(done, tc.log_every) or done == tc.steps:
         host = {k: float(to_host(v)) for k, v in metrics.items()}
         _check_finite(done, host, last_saved)
         now = time.perf_counter()
@@ -291,13 +297,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.write(done, host, prefix="train/")
         bar.set_postfix({k.split("/")[0] + "_loss" if k.endswith("/loss") else k: f"{v:.4g}"
                          for k, v in host.items() if k.endswith("/loss")})
-      if done % tc.checkpoint_every == 0 or done == tc.steps:
+      if _due(done, tc.checkpoint_every) or done == tc.steps:
         _check_finite(*pending, last_saved)
         ckpt.save(done, ts)
         last_saved = done
-      if tc.sample_every and done % tc.sample_every == 0 and done != tc.steps:
+      if _due(done, tc.sample_every) and done != tc.steps:
         write_samples(exp, ts, f"step_{done}")
-      if tc.eval_every and done % tc.eval_every == 0 and done != tc.steps:
+      if _due(done, tc.eval_every) and done != tc.steps:
         _write_eval(exp, done, evaluate_state(exp, ts), writer)
       if done >= tc.steps:
         break

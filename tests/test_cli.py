@@ -121,9 +121,12 @@ def test_four_devices_match_one_device(tmp_path):
 
 
 def test_batch_not_divisible_by_devices_cli(tmp_path):
+  # --cpu_devices=4 splits the host CPU into 4 devices: a batch of 6 cannot be sharded over them.
   proc = run_cli("--config=configs/gan.py", f"--workdir={tmp_path}", *TINY, "--config.train.batch_size=6",
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                 "--cpu_devices=4")
   assert_one_line_error(proc, "train.batch_size=6", "not divisible", "4")
+  proc = run_cli("--config=configs/gan.py", f"--workdir={tmp_path}", *TINY, "--cpu_devices=-2")
+  assert_one_line_error(proc, "--cpu_devices=-2", ">= 1")
 
 
 def test_two_processes_match_one_process(tmp_path):

@@ -1,10 +1,12 @@
-"""Tests of the feature networks (FID Inception-v3, digits classifier), the torch-free .pth
-reader, and ``evaluate_samples``."""
+"""Tests of the feature networks (FID Inception-v3 against pytorch-fid, digits classifier), the
+torch-free .pth reader, and ``evaluate_samples``."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import json
 import logging
 import os
 import pickle
@@ -14,20 +16,25 @@ import sys
 import types
 import zipfile
 
+import chex
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxgen import evaluation as ev
+from jaxgen import outputs
 from jaxgen.data import digits, toy2d
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.evaluation import digits_classifier, inception, inception_weights
+from jaxgen.evaluation import digits_classifier, evaluator, inception, inception_weights
 from jaxgen.evaluation.torch_weights import load_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# numpy-only recipes shared with the script that made tests/data/ with torch and pytorch-fid
+VERIFY = runpy.run_path(os.path.join(ROOT, "experiments", "verify_inception_port.py"))
 
 # --- writing .pth files the way torch.save does, without torch --------------------------------
 
@@ -146,6 +153,18 @@ def test_pth_reader_round_trip_without_torch(tmp_path, fake_torch, writer, monke
   assert "torch" not in sys.modules
 
 
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_pth_reader_on_files_saved_by_torch(fmt):
+  """``torch.save`` output (tests/data/torch_*.pth): views sharing a storage at an offset or with
+  strides, scalars, float16/32/64, int32/64 and bool come back exactly, in order."""
+  want = VERIFY["reader_state"]()
+  loaded = load_state_dict(VERIFY["READER_PATHS"][fmt])
+  assert list(loaded) == list(want)
+  for name, value in want.items():
+    np.testing.assert_array_equal(loaded[name], value)
+    assert loaded[name].dtype == value.dtype and loaded[name].shape == value.shape
+
+
 def test_pth_reader_refuses_code(tmp_path):
   class Evil:
     def __reduce__(self):
@@ -161,31 +180,49 @@ def test_pth_reader_refuses_code(tmp_path):
 # --- Inception ------------------------------------------------------------------------------
 
 
-def _random_inception_state_dict(rng) -> dict[str, np.ndarray]:
-  """Random weights in pytorch-fid's names and layouts, for every tensor of the network."""
-  state = {}
-  for key, shape in inception_weights._expected_shapes().items():  # pylint: disable=protected-access
-    collection, *module, leaf = key
-    name = ".".join(module)
-    if name == "fc":
-      state["fc.weight"] = rng.standard_normal(shape[::-1]).astype(np.float32) * 0.02
-      state["fc.bias"] = np.ones(shape[1], np.float32)
-    elif leaf == "kernel":
-      kh, kw, cin, cout = shape
-      state[f"{name}.weight"] = (rng.standard_normal((cout, cin, kh, kw))
-                                 * np.sqrt(2.0 / (kh * kw * cin))).astype(np.float32)
-    else:
-      torch_leaf = {"scale": "weight", "bias": "bias", "mean": "running_mean",
-                    "var": "running_var"}[leaf]
-      value = {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}[leaf]
-      state[f"{name}.{torch_leaf}"] = np.full(shape, value, np.float32)
-      if leaf == "var":
-        state[f"{name}.num_batches_tracked"] = np.array(0, np.int64)
+@functools.lru_cache(maxsize=1)
+def _fixture() -> dict[str, np.ndarray]:
+  """tests/data/inception_reference.npz, made with pytorch-fid by verify_inception_port.py."""
+  with np.load(VERIFY["REFERENCE_PATH"], allow_pickle=False) as npz:
+    return dict(npz)
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_state() -> dict[str, np.ndarray]:
+  """The pseudo-random state_dict pytorch-fid's network held for the fixture: pytorch-fid's names
+  and shapes, ``num_batches_tracked`` and ``fc.bias`` included."""
+  fixture = _fixture()
+  shapes = {k: tuple(v) for k, v in json.loads(str(fixture["state_dict_shapes"])).items()}
+  state = VERIFY["inception_state_dict"](shapes, int(fixture["weights_seed"]))
+  assert VERIFY["weights_fingerprint"](state) == pytest.approx(
+      float(fixture["weights_fingerprint"]), rel=1e-12), (
+          "numpy no longer regenerates the reference weights: rerun "
+          "experiments/verify_inception_port.py with torch and pytorch-fid")
   return state
 
 
-def test_inception_weights_pth_npz_and_forward(tmp_path, fake_torch):
-  state = _random_inception_state_dict(np.random.default_rng(0))
+def test_inception_matches_pytorch_fid(tmp_path, fake_torch):
+  """pytorch-fid's FID network and jaxgen's, both holding the same weights (read here from a
+  legacy-format .pth through the real loader, whose name and shape checks then also show that the
+  two networks have the same tensors), agree on pool3 and the unbiased logits of two 37x53 images
+  (resized to 299). float32 through 94 convolutions: errors are ~1e-6 of the largest feature,
+  while the known FID-network variants (average pools counting padding, an average pool in
+  Mixed_7c, align_corners=True) move pool3 by 1% to 37% of it."""
+  reference, state = _fixture(), _reference_state()
+  pth = str(tmp_path / "random_fid_inception.pth")
+  write_legacy_pth(pth, state, fake_torch)
+  variables = inception_weights.load_inception_variables(pth, check_hash=False)
+  pool, logits = inception_weights.inception_features(variables, reference["images"],
+                                                      batch_size=2)
+  for got, want in ((pool, reference["pool3"]), (logits, reference["logits_unbiased"])):
+    scale = float(np.max(np.abs(want)))
+    print(f"max |jaxgen - pytorch-fid| {np.max(np.abs(got - want)):.3g} (max |ref| {scale:.3g})")
+    chex.assert_trees_all_close(got, want, rtol=0, atol=VERIFY["TOLERANCE"] * scale)
+  assert np.mean(reference["pool3"] > 0) > 0.8  # live features: the comparison means something
+
+
+def test_inception_weights_pth_and_npz(tmp_path, fake_torch):
+  state = _reference_state()
   pth = str(tmp_path / inception_weights.FID_WEIGHTS_NAME)
   write_zip_pth(pth, state, fake_torch)
   with pytest.raises(UserError, match="6726825d"):
@@ -205,13 +242,6 @@ def test_inception_weights_pth_npz_and_forward(tmp_path, fake_torch):
   with pytest.raises(UserError, match="6726825d"):
     inception_weights.load_inception_variables(npz)
 
-  images = np.random.default_rng(1).random((2, 75, 75, 3), np.float32)
-  pool, logits = inception_weights.inception_features(variables, images, batch_size=2,
-                                                      resize=False)
-  assert pool.shape == (2, inception.POOL_FEATURES) and logits.shape == (2, inception.NUM_LOGITS)
-  assert np.all(np.isfinite(pool)) and np.all(pool >= 0)  # pool of ReLU outputs
-  np.testing.assert_allclose(logits, pool @ state["fc.weight"].T, rtol=1e-4, atol=1e-4)
-
 
 def _torch_bilinear(x: np.ndarray, size: int) -> np.ndarray:
   """F.interpolate(mode="bilinear", align_corners=False) on [H, W] (negative sources clamp)."""
@@ -229,6 +259,14 @@ def test_resize_matches_torch_bilinear():
   image = np.random.default_rng(2).random((32, 24)).astype(np.float32)
   got = jax.image.resize(image, (299, 299), "bilinear", antialias=False)  # as InceptionV3 does
   np.testing.assert_allclose(got, _torch_bilinear(image, 299), atol=1e-5)
+
+
+def test_resize_down_matches_torch_interpolate():
+  """Downsampling 331x419 -> 299 as InceptionV3 does vs torch's ``F.interpolate`` (bilinear,
+  ``align_corners=False``, every third pixel stored)."""
+  got = jax.image.resize(VERIFY["resize_source"](), (299, 299), "bilinear", antialias=False)
+  chex.assert_trees_all_close(got[::3, ::3], _fixture()["resized_source_every_3rd"],
+                             atol=1e-6)
 
 
 def test_basic_conv_matches_torch_semantics():
@@ -288,6 +326,21 @@ def test_model_space_to_classifier_input(value_range, dequantized):
                   dequantized=dequantized)
   got = digits_classifier.to_classifier_input(x, spec) * 16
   np.testing.assert_allclose(got, raw, atol=0.5 if dequantized else 1e-5)
+
+
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0)])
+def test_inception_input_is_the_saved_8bit_image(value_range, tmp_path):
+  lo, hi = value_range
+  raw = np.random.default_rng(5).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+  spec = DataSpec("cifar10", "image", (8, 8, 3), levels=256, value_range=value_range)
+  x = lo + (hi - lo) * raw.astype(np.float32) / 255  # real examples in model space
+  np.testing.assert_array_equal(evaluator.to_inception_input(x, spec) * 255, raw)
+  # A sample scores as the PNG it is saved as: less than half a level of difference vanishes.
+  noise = np.random.default_rng(6).uniform(-0.45, 0.45, x.shape) * (hi - lo) / 255
+  np.testing.assert_array_equal(evaluator.to_inception_input(x + noise, spec) * 255, raw)
+  outputs.write_image_grid(x + noise, spec, str(tmp_path / "grid.png"), scale=1)
+  saved = np.asarray(Image.open(tmp_path / "grid.png"))
+  np.testing.assert_array_equal(saved[1:9, 1:9], raw[0])  # the grid's first cell (1-pixel pad)
 
 
 # --- evaluate_samples -----------------------------------------------------------------------

@@ -70,6 +70,14 @@ def test_end_to_end(name, data, metrics, workdir):
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ts.params[net]), jax.tree.leaves(ts.ema_params[net])))
 
 
+def test_zero_periods_act_only_at_the_last_step(workdir):
+  config = tiny_config("vae", **{"train.checkpoint_every": 0, "train.log_every": 0, "train.sample_every": 0})
+  train.train_and_evaluate(config, workdir)
+  assert _checkpoint_steps(workdir) == [4]
+  assert [r["step"] for r in _metrics(workdir) if any(k.startswith("train/") for k in r)] == [4]
+  assert os.listdir(os.path.join(workdir, "samples")) == ["step_4.png"]
+
+
 def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
   config = tiny_config("vae", **{"eval.iwae_samples": 8})
   train.train_and_evaluate(config, workdir)

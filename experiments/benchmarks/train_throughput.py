@@ -2,6 +2,7 @@
 
   python experiments/benchmarks/train_throughput.py configs/gan.py configs/vae.py [--steps=300]
   python experiments/benchmarks/train_throughput.py configs/vae.py --steps=2000   # ~1 ms steps: measure long
+  python experiments/benchmarks/train_throughput.py configs/transformer.py --cpu_devices=2
 
 Runs the real pipeline (prefetch thread included) and the trainer's own compiled step. "input wait"
 is the share of wall time the loop spends getting the next batch and placing it on the devices;
@@ -49,7 +50,7 @@ def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> 
     compiled = step.lower(ts, batch0).compile()
     compile_s = time.perf_counter() - t
     batches = exp.data.iterate_train(0, transform=lambda b: parallel.global_batch(b, exp.mesh))
-    wait = 0.0
+    wait, previous = 0.0, None
     for i in range(warmup + steps):
       if i == warmup:
         jax.block_until_ready(ts)
@@ -58,6 +59,11 @@ def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> 
       _, batch = next(batches)
       wait += time.perf_counter() - t
       ts, metrics = compiled(ts, batch)
+      # As the trainer (which checks each step's loss one step late): at most two steps in flight.
+      # Unbounded queues of sharded steps deadlock XLA:CPU's in-process collectives with several
+      # CPU devices (README, "--cpu_devices").
+      jax.block_until_ready(previous)
+      previous = metrics
     jax.block_until_ready((ts, metrics))
     total = time.perf_counter() - t0
     batches.close()
@@ -73,7 +79,11 @@ def main():
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--warmup", type=int, default=20)
   parser.add_argument("--set", action="append", default=[], help="config override key=value (all configs)")
+  parser.add_argument("--cpu_devices", type=int, default=0,
+                      help="split the CPU into this many JAX devices, as jaxgen.main --cpu_devices")
   args = parser.parse_args()
+  if args.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
   header = f"{'config':28s} {'batch':>5s} {'compile s':>9s} {'steps/s':>8s} {'ms/step':>8s} {'examples/s':>10s} {'input wait':>10s}"
   print(header)

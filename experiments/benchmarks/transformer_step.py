@@ -6,8 +6,11 @@ A step is the family's loss, its gradient and the AdamW update (with gradient cl
 with the state donated, on batches from the embedded ``text/pystdlib`` corpus; the time is the
 median over timed steps after compilation and warm-up.
 
-python experiments/benchmarks/transformer_step.py [--steps=N] [--eval_after=2000]
+python experiments/benchmarks/transformer_step.py [--steps=N] [--eval_after=2000] [--cpu_devices=2]
 ``--eval_after=N`` also trains N steps and prints the held-out loss (nats and bits per character).
+``--cpu_devices=N`` splits the CPU into N JAX devices, as ``python -m jaxgen.main --cpu_devices=N``
+does: the batch is sharded over them (the trainer's mesh), parameters and optimizer state are
+replicated, so each device runs half the batch's ops while the other runs the other half.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import families, optim
+from jaxgen import families, optim, parallel
 from jaxgen.data import text
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
 
 
-def make_step(family, tx):
-  """``(params, opt_state, x, step) -> (params, opt_state, loss)``, jitted, state donated."""
+def make_step(family, tx, replicated):
+  """``(params, opt_state, x, step) -> (params, opt_state, loss)``, jitted, state donated and
+  placed with the ``replicated`` sharding."""
   loss_fn = family.update_groups()[0].loss_fn
 
   def step(params, opt_state, x, index):
@@ -40,7 +44,7 @@ def make_step(family, tx):
     params = jax.tree.map(lambda p, u: p + u, params, updates)
     return params, opt_state, loss
 
-  return jax.jit(step, donate_argnums=(0, 1))
+  return jax.jit(step, donate_argnums=(0, 1), out_shardings=replicated)
 
 
 def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
@@ -53,13 +57,17 @@ def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
   batches = np.random.default_rng(0)
   train_x = raw.train["x"]
 
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.train.batch_size)
+
   def batch():
-    return jnp.asarray(train_x[batches.integers(0, len(train_x), config.train.batch_size)])
+    rows = train_x[batches.integers(0, len(train_x), config.train.batch_size)]
+    return jax.device_put(rows, parallel.batch_sharding(mesh))
 
   params, _ = family.init(jax.random.key(config.seed), {"x": batch()})
-  params = params["model"]
-  opt_state = tx.init(params)
-  step = make_step(family, tx)
+  params, opt_state = jax.device_put((params["model"], tx.init(params["model"])),
+                                     parallel.replicated(mesh))
+  step = make_step(family, tx, parallel.replicated(mesh))
   for i in range(3):  # compile + warm up
     params, opt_state, loss = step(params, opt_state, batch(), i)
   loss.block_until_ready()
@@ -70,7 +78,7 @@ def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
     params, opt_state, loss = step(params, opt_state, x, 3 + i)
     loss.block_until_ready()
     times.append(time.perf_counter() - start)
-  row = {"name": "transformer 4L/4H/128w ctx64 batch12 adamw",
+  row = {"name": "transformer 4L/4H/128w ctx64 batch12 adamw", "devices": jax.device_count(),
          "ms_per_step": 1e3 * float(np.median(times)), "ms_per_step_min": 1e3 * min(times)}
   if eval_after:
     for i in range(3 + steps, eval_after):
@@ -88,7 +96,11 @@ def main():
   parser.add_argument("--steps", type=int, default=0)
   parser.add_argument("--eval_after", type=int, default=0)
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--cpu_devices", type=int, default=0,
+                      help="split the CPU into this many JAX devices (0 = JAX's default, one)")
   args = parser.parse_args()
+  if args.cpu_devices:
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   for row in run(args.quick, args.steps, args.eval_after):
     print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 

@@ -33,6 +33,7 @@ from jaxgen.evaluation.inception_weights import inception_features, load_incepti
 from jaxgen.evaluation.kid import kid
 from jaxgen.evaluation.manifold import manifold_metrics
 from jaxgen.evaluation.mode_coverage import mode_coverage
+from jaxgen.outputs import to_uint8
 from jaxgen.registry import Registry
 
 _log = logging.getLogger(__name__)
@@ -52,6 +53,14 @@ EVAL_DEFAULTS = {
 
 _UNAVAILABLE = ("unavailable: set --config.eval.inception_weights=PATH (convert with "
                 "experiments/convert_inception_weights.py)")
+
+
+def to_inception_input(x: np.ndarray, spec: DataSpec) -> np.ndarray:
+  """Model-space images ``[N, H, W, C]`` -> the Inception network's input in [0, 1], through the
+  8-bit PNG conversion of ``jaxgen.outputs.to_uint8``: published FIDs score image files
+  (pytorch-fid reads them), so a sample is scored as it is saved. Real examples of 8-bit data
+  sets are already on that grid: the rounding leaves them unchanged."""
+  return to_uint8(x, spec).astype(np.float32) / 255.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,9 +200,8 @@ class SampleEvaluator:
       images = digits_classifier.to_classifier_input(x, self.spec)
       return Features(*digits_classifier.digits_features(images,
                                                          batch_size=self.settings["batch_size"]))
-    lo, hi = self.spec.value_range
-    images = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return Features(*inception_features(self._inception, images, self.settings["batch_size"]))
+    return Features(*inception_features(self._inception, to_inception_input(x, self.spec),
+                                        self.settings["batch_size"]))
 
   def __call__(self, samples: np.ndarray) -> dict[str, float]:
     """``{key: value}`` for every metric (keys in the module docstring); metrics that need the

@@ -12,7 +12,9 @@ in ways that change FID:
 
 Module and parameter names mirror the PyTorch ones (``Mixed_5b/branch1x1/conv``, ``.../bn``) so
 that weights map one to one (see ``inception_weights``). Layout is NHWC. Each ``BasicConv2d`` is a
-bias-free convolution, BatchNorm (eps 1e-3, running statistics) and ReLU.
+bias-free convolution, BatchNorm (eps 1e-3, running statistics) and ReLU. Convolutions and ``fc``
+run at full float32 precision (``HIGHEST``: no TF32/bfloat16 passes on GPUs), as the float32
+reference the tests compare with (``experiments/verify_inception_port.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 INPUT_SIZE = 299
 NUM_LOGITS = 1008
 POOL_FEATURES = 2048
+_PRECISION = jax.lax.Precision.HIGHEST
 
 
 def _pair(v) -> tuple[int, int]:
@@ -45,7 +48,8 @@ class BasicConv2d(nn.Module):
   def __call__(self, x):
     ph, pw = _pair(self.padding)
     x = nn.Conv(self.features, _pair(self.kernel_size), strides=_pair(self.stride),
-                padding=((ph, ph), (pw, pw)), use_bias=False, name="conv")(x)
+                padding=((ph, ph), (pw, pw)), use_bias=False, precision=_PRECISION,
+                name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
@@ -189,5 +193,5 @@ class InceptionV3(nn.Module):
     x = InceptionE(max_pool=False, name="Mixed_7b")(x)
     x = InceptionE(max_pool=True, name="Mixed_7c")(x)
     pool = jnp.mean(x, axis=(1, 2))  # adaptive average pool to 1x1
-    logits = nn.Dense(NUM_LOGITS, use_bias=False, name="fc")(pool)
+    logits = nn.Dense(NUM_LOGITS, use_bias=False, precision=_PRECISION, name="fc")(pool)
     return pool, logits
