@@ -83,6 +83,7 @@ def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
   if eval_after:
     for i in range(3 + steps, eval_after):
       params, opt_state, loss = step(params, opt_state, batch(), i)
+      loss.block_until_ready()  # unbounded queues of sharded steps deadlock XLA:CPU (README)
     nll = jax.jit(lambda p, x: family.token_nll({"model": p}, x).mean())
     test_x = raw.test["x"]
     val = float(np.mean([nll(params, jnp.asarray(test_x[i:i + 256]))
