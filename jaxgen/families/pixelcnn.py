@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
@@ -144,8 +145,7 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
     """``log p(raw_ijc | raw_<ijc)`` for every sub-pixel: ``[B, H, W, C]``."""
     out = self.net.apply(params["model"], self._net_input(raw), label)
     if self.config.model.output == "softmax":
-      # A one-hot product rather than a gather: it keeps the batch sharding of the trainer's mesh.
-      return jnp.sum(jax.nn.log_softmax(out, axis=-1) * jax.nn.one_hot(raw, self.levels), axis=-1)
+      return -optax.softmax_cross_entropy_with_integer_labels(out, raw)
     return logistic_mixture.log_prob(out, raw, self.levels)
 
   def log_prob(self, params, batch) -> jax.Array:

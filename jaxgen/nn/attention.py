@@ -59,17 +59,9 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> j
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def _write(buffer: jax.Array, update: jax.Array, positions: jax.Array) -> jax.Array:
-  """``buffer [B, S, H, D]`` with rows ``positions [L]`` replaced by ``update [B, L, H, D]``.
-
-  A one-hot product and a select rather than ``lax.dynamic_update_slice``: the latter requires
-  the buffer and the update to carry the same mesh, which a cache created inside a jitted
-  sampler does not share with activations of parameters placed on a mesh with explicit axes.
-  """
-  onehot = jax.nn.one_hot(positions, buffer.shape[1], dtype=update.dtype)  # [L, S]
-  placed = jnp.einsum("ls,blhd->bshd", onehot, update)
-  written = jnp.any(onehot > 0, axis=0)[None, :, None, None]
-  return jnp.where(written, placed.astype(buffer.dtype), buffer)
+def _write(buffer: jax.Array, update: jax.Array, index) -> jax.Array:
+  """``buffer [B, S, H, D]`` with rows ``index .. index+L-1`` replaced by ``update [B, L, H, D]``."""
+  return jax.lax.dynamic_update_slice_in_dim(buffer, update.astype(buffer.dtype), index, axis=1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -115,7 +107,7 @@ class CausalSelfAttention(nn.Module):
       key_pos = query_pos
     else:
       key_pos = jnp.arange(cache.key.shape[1])
-      k, v = _write(cache.key, k, query_pos), _write(cache.value, v, query_pos)
+      k, v = _write(cache.key, k, index), _write(cache.value, v, index)
       cache = KVCache(k, v)
     mask = key_pos[None, :] <= query_pos[:, None]  # [L, S]: causal by absolute position
     use_dropout = self.dropout > 0.0 and not deterministic

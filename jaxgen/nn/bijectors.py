@@ -50,10 +50,6 @@ class Chain(nn.Module):
 # --- reshapes ------------------------------------------------------------------------------------
 
 
-# Written with strided slices, stacks and merging reshapes only: under an explicit-sharding mesh
-# (batch axis sharded) JAX refuses reshapes that split an axis.
-
-
 def squeeze2d(x: jax.Array) -> jax.Array:
   """``[B, H, W, C] -> [B, H/2, W/2, 4C]``: the 2x2 block at ``(2i, 2j)`` becomes the channels of
   ``(i, j)``, ordered ``(dy, dx, c)``: ``y[:, i, j, (2 dy + dx) C + c] = x[:, 2i + dy, 2j + dx, c]``."""

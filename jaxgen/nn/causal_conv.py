@@ -69,7 +69,4 @@ class CausalConv1D(nn.Module):
       slot = (t - (self.kernel_size - 1 - m) * self.dilation) % n
       y = y + jax.lax.dynamic_index_in_dim(queue, slot, axis=1, keepdims=False) @ self.kernel[m]
     y = y + x_t @ self.kernel[self.kernel_size - 1]
-    # A select rather than lax.dynamic_update_slice, which requires the queue (created inside the
-    # sampler) and x_t to carry the same mesh sharding, as they need not under explicit mesh axes.
-    written = (jnp.arange(n) == t % n)[None, :, None]
-    return y, jnp.where(written, x_t[:, None, :].astype(queue.dtype), queue)
+    return y, jax.lax.dynamic_update_index_in_dim(queue, x_t.astype(queue.dtype), t % n, axis=1)
