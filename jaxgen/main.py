@@ -94,15 +94,13 @@ def main(argv: list[str]) -> None:
     _fail("--workdir is required, e.g. --workdir=runs/gan")
   if _CPU_DEVICES.value < 0:
     _fail(f"--cpu_devices={_CPU_DEVICES.value} is negative: give a device count >= 1 (0 = JAX's default)")
+  import jax  # imported after flag parsing (slow), configured before any backend starts
+
   if _CPU_DEVICES.value:
-    import jax
-
-    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)  # before any backend starts
+    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if _DISTRIBUTED.value:
-    import jax
-
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from jaxgen import train  # imported after flag parsing: importing JAX / data sets is slow
+  from jaxgen import train  # importing the data sets is slow too
 
   try:
     if _MODE.value == "train":

@@ -33,6 +33,7 @@ import jax
 import ml_collections
 
 from jaxgen.data.spec import DataSpec
+from jaxgen.errors import UserError
 from jaxgen.registry import Registry
 
 PyTree = Any
@@ -68,6 +69,18 @@ class Family(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.config = config
     self.spec = spec
+
+  def condition_classes(self, field: str = "conditional") -> int:
+    """Classes to condition on: ``spec.num_classes`` when ``config.model.<field>`` is set, else 0.
+
+    Raises a ``UserError`` when the model is conditional and the data set has no labels.
+    """
+    if not self.config.model[field]:
+      return 0
+    if self.spec.num_classes <= 0:
+      raise UserError(f"model.{field}=True but data set {self.spec.name!r} has no labels; "
+                      f"set --config.model.{field}=False")
+    return self.spec.num_classes
 
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> tuple[Params, State]:

@@ -41,16 +41,13 @@ class DDPM(Family):
         raise UserError(f"model.{key}={m[key]!r} is unknown; use one of {allowed}")
     if s.sampler not in ("ddpm", "ddim"):
       raise UserError(f"sample.sampler={s.sampler!r} is unknown; use ddpm or ddim")
-    self.conditional = bool(m.class_conditional)
-    if self.conditional and spec.num_classes == 0:
-      raise UserError(f"model.class_conditional=True but data set {spec.name!r} has no labels; "
-                      "set --config.model.class_conditional=False")
+    self.num_classes = self.condition_classes("class_conditional")
+    self.conditional = self.num_classes > 0
     if not self.conditional and (s.guidance_scale != 0 or s.label >= 0):
       raise UserError("sample.guidance_scale / sample.label need a class-conditional model; "
                       "train with --config.model.class_conditional=True or leave them at 0 / -1")
     if s.label >= spec.num_classes > 0:
       raise UserError(f"sample.label={s.label} but {spec.name!r} has {spec.num_classes} classes")
-    self.num_classes = spec.num_classes if self.conditional else 0
     self.schedule = diffusion.make_schedule(m.schedule, m.num_timesteps)
     self.net = self._network()
 

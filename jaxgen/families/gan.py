@@ -104,9 +104,7 @@ class GAN(Family):
   def __init__(self, config, spec):
     super().__init__(config, spec)
     m = config.model
-    self.num_classes = spec.num_classes if m.conditional else 0
-    if m.conditional and not spec.num_classes:
-      raise UserError(f"model.conditional=True but data set {spec.name!r} has no labels; set --config.model.conditional=False")
+    self.num_classes = self.condition_classes()
     if spec.modality == "image":
       act = "tanh" if tuple(spec.value_range) == (-1.0, 1.0) else "sigmoid"
       self.gen = ImageGenerator(spec.shape, m.width, self.num_classes, act)

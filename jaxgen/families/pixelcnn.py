@@ -101,12 +101,7 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
     for name in ("kernel_size", "first_kernel_size"):
       if int(m[name]) % 2 == 0:
         raise UserError(f"model.{name}={m[name]} must be odd (masked convolutions are centred)")
-    num_classes = 0
-    if m.conditional:
-      if spec.num_classes <= 0:
-        raise UserError(f"model.conditional=True but {spec.name!r} has no labels: "
-                        "set model.conditional=False")
-      num_classes = spec.num_classes
+    num_classes = self.condition_classes()
     self.levels = spec.levels
     per_channel = spec.levels if m.output == "softmax" else 3 * int(m.num_mixtures)
     self.net = PixelCNN(data_channels=channels, outputs_per_channel=per_channel,

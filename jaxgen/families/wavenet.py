@@ -152,12 +152,7 @@ class WaveNetFamily(MaximumLikelihoodFamily):
           f"wavenet models token sequences (audio or text), and {spec.name!r} holds {spec.modality} "
           f"of shape {spec.shape}: use an audio set such as data.name='audio/tones'")
     m = config.model
-    num_classes = 0
-    if m.conditional:
-      if spec.num_classes <= 0:
-        raise UserError(f"model.conditional=True but {spec.name!r} has no labels: "
-                        "set model.conditional=False")
-      num_classes = spec.num_classes
+    num_classes = self.condition_classes()
     dilations = tuple(2**i for i in range(int(m.dilation_cycle))) * int(m.num_cycles)
     self.net = WaveNet(vocab=spec.levels, residual_channels=int(m.residual_channels),
                        dilation_channels=int(m.dilation_channels), skip_channels=int(m.skip_channels),
