@@ -15,3 +15,9 @@ for _module in pkgutil.iter_modules(__path__):
   importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["EMBEDDED", "DataSpec", "Pipeline", "RawData", "build"]
+
+
+def default_config() -> dict:
+  """The ``config.data`` defaults declared by the registered data sources (merged by
+  ``config_defaults.base``)."""
+  return {}

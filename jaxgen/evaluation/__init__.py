@@ -30,3 +30,9 @@ __all__ = [
     "manifold_metrics", "mode_coverage", "model_space_offset_nats", "nats_to_bits_per_dim",
     "precision_recall",
 ]
+
+
+def default_config() -> dict:
+  """The ``config.eval`` defaults declared by the registered evaluators, ``{name: {field: value}}``
+  (merged by ``config_defaults.base``)."""
+  return {}

@@ -70,6 +70,15 @@ class Family(abc.ABC):
     self.config = config
     self.spec = spec
 
+  @classmethod
+  def defaults(cls) -> dict:
+    """This family's config defaults, declared once in its own file: a nested dict with any of the
+    groups ``model`` (every ``config.model`` field the family reads, documented there), ``sample``
+    (its sampling controls), ``optim`` (per-network optimizers), ``train`` and ``eval``.
+    ``config_defaults.base(name)`` merges them over the shared defaults, so a config file sets only
+    what differs."""
+    return {}
+
   def condition_classes(self, field: str = "conditional") -> int:
     """Classes to condition on: ``spec.num_classes`` when ``config.model.<field>`` is set, else 0.
 
