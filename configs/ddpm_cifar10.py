@@ -22,18 +22,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.unet.attn_resolutions = (16,)
   c.model.unet.dropout = 0.1
   c.optim.default.learning_rate = 2e-4
-  c.optim.default.schedule = "warmup_cosine"
   c.optim.default.warmup_steps = 5000
   c.optim.default.end_learning_rate = 2e-4  # Ho et al.: constant after warm-up
-  c.optim.default.grad_clip_norm = 1.0
   c.train.steps = 800_000
   c.train.batch_size = 128
   c.train.checkpoint_every = 10_000
-  c.train.sample_every = 50_000
+  c.eval.samples.every = 50_000
   c.train.ema_decay = 0.9999
-  c.sample.steps = 100
   c.eval.batch_size = 64
   c.eval.bound_timesteps = 0  # the full bound, as reported by Ho et al.
   c.eval.num_samples = 50_000
-  c.eval.metrics = ("fid",)
+  c.eval.metrics = ("heldout", "samples", "fid")
   return c

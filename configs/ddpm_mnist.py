@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.steps = 100_000
   c.train.batch_size = 128
   c.train.checkpoint_every = 5_000
-  c.train.sample_every = 10_000
+  c.eval.samples.every = 10_000
   c.train.ema_decay = 0.9999
   c.eval.batch_size = 64
   return c

@@ -23,10 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.default.warmup_steps = 5000
   c.optim.default.end_learning_rate = 1e-3  # constant after warm-up
   c.train.steps = 1_000_000
-  c.train.batch_size = 64
   c.train.checkpoint_every = 10_000
-  c.train.sample_every = 20_000
-  c.train.eval_every = 20_000
+  c.eval.samples.every = 20_000
+  c.eval.heldout.every = 20_000
   c.train.ema_decay = 0.9999
   c.sample.temperature = 0.7  # the paper's samples use reduced temperature
   c.eval.batch_size = 500

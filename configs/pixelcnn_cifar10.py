@@ -27,9 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.num_mixtures = 10
   c.optim.default.learning_rate = 3e-4
   c.train.steps = 300_000
-  c.train.batch_size = 64
   c.train.checkpoint_every = 5000
-  c.train.sample_every = 20_000
-  c.eval.batch_size = 256
+  c.eval.samples.every = 20_000
   c.sample.num = 16
   return c

@@ -24,10 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.default.weight_decay = 5e-5
   c.optim.default.name = "adamw"
   c.train.steps = 500_000
-  c.train.batch_size = 64
   c.train.checkpoint_every = 10_000
-  c.train.sample_every = 20_000
-  c.train.eval_every = 20_000
+  c.eval.samples.every = 20_000
+  c.eval.heldout.every = 20_000
   c.train.ema_decay = 0.9999
   c.eval.batch_size = 500
   return c

@@ -123,6 +123,7 @@ def reader_state() -> dict[str, np.ndarray]:
 def _fid_network(state: dict[str, np.ndarray]):
   """pytorch-fid's ``InceptionV3([3])`` loaded with ``state`` (its download intercepted)."""
   from unittest import mock  # pylint: disable=import-outside-toplevel
+
   import torch  # pylint: disable=import-outside-toplevel
   from pytorch_fid import inception  # pylint: disable=import-outside-toplevel
 
@@ -135,6 +136,7 @@ def _fid_state_dict_shapes() -> dict[str, tuple[int, ...]]:
   """Names and shapes of pytorch-fid's FID Inception state_dict (``fid_inception_v3``'s model,
   built by pytorch-fid with its ``load_state_dict`` call skipped)."""
   from unittest import mock  # pylint: disable=import-outside-toplevel
+
   import torchvision  # pylint: disable=import-outside-toplevel
   from pytorch_fid import inception  # pylint: disable=import-outside-toplevel
 
@@ -175,6 +177,7 @@ def _torch_fidelity_check(state: dict[str, np.ndarray], model, pth: str) -> None
   """torch-fidelity's port on 299x299 uint8 images vs pytorch-fid's on ``x / 256``: both then
   feed the network ``(x - 128) / 128``."""
   import torch  # pylint: disable=import-outside-toplevel
+
   # pylint: disable-next=import-outside-toplevel
   from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -238,8 +241,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--pth_dir", help="also keep the random-weight network's .pth files here")
   args = parser.parse_args()
-  import torch  # pylint: disable=import-outside-toplevel
   import pytorch_fid  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(1)
   print(f"torch {torch.__version__}, pytorch-fid {pytorch_fid.__version__}")
 

@@ -38,6 +38,7 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   c.schedule = "constant"  # constant | cosine | warmup_cosine | linear
   c.warmup_steps = 0
   c.end_learning_rate = 0.0  # final value of decaying schedules
+  c.decay_steps = 0  # horizon of decaying schedules (0 = train.steps of the run that started the workdir)
   c.grad_clip_norm = 0.0  # clip by global norm when > 0
   c.update(overrides)
   return c
@@ -76,14 +77,11 @@ def _shared() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"  # an embedded set (digits, toy2d/...) or any tensorflow-datasets name
-  c.data.train_split = "train"
-  c.data.test_split = "test"
+  c.data.name = "digits"  # a registered source (digits, toy2d/..., text/pystdlib, audio/tones), <kind>:<path>
+  # (images:, text:, arrays:, audio:) or a tensorflow-datasets name; each source declares its own fields
   c.data.scale = "[-1,1]"  # images: [-1,1] or [0,1]
   c.data.dequantize = False  # images: uniform dequantization
   c.data.binarize = "none"  # images: none | static | dynamic (Bernoulli with the pixel intensity)
-  c.data.num_points = 20000  # toy2d: size of the generated training set
-  c.data.data_dir = ""  # tensorflow-datasets data_dir ("" = its default)
   c.data.prefetch = 2  # batches prepared ahead by a background thread
 
   c.model = ml_collections.ConfigDict()
@@ -97,9 +95,8 @@ def _shared() -> ml_collections.ConfigDict:
   c.train.batch_size = 64
   c.train.checkpoint_every = 500  # (0 = only at the end)
   c.train.keep_checkpoints = 3
+  c.train.init_from = ""  # warm start: a workdir or checkpoints/<step> whose matching arrays initialise a new run
   c.train.log_every = 50  # train metrics to JSONL / TensorBoard (0 = only at the end)
-  c.train.sample_every = 500  # PNG grid / scatter (0 = only at the end)
-  c.train.eval_every = 0  # periodic evaluation (0 = only at the end)
   c.train.ema_decay = 0.999  # 0 disables EMA (the EMA params are then the params)
   c.train.progress_bar = True
 
@@ -107,19 +104,7 @@ def _shared() -> ml_collections.ConfigDict:
   c.sample.num = 64
   c.sample.temperature = 1.0
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 256
-  c.eval.num_batches = 0  # held-out batches for the loss / likelihood (0 = the whole split)
-  c.eval.num_samples = 1000  # samples drawn for sample-based metrics
-  c.eval.metrics = ()  # sample-based: fid, kid, is, precision_recall, density_coverage, mode_coverage
-  c.eval.inception_weights = ""  # FID Inception-v3 weights (.pth or converted .npz) for non-digits images
-  c.eval.block_size = 1024  # rows per block of the pairwise distances (bounds memory)
-  c.eval.pr_k = 3  # neighbours for precision / recall
-  c.eval.dc_k = 5  # neighbours for density / coverage
-  c.eval.kid_subsets = 100
-  c.eval.kid_subset_size = 1000
-  c.eval.is_splits = 10
-  c.eval.mode_threshold = 3.0  # mode_coverage: high quality within this many stds of a mode
+  c.eval = ml_collections.ConfigDict()  # shared fields and eval.<evaluator>.*: jaxgen/evaluation/
   return c
 
 
@@ -210,7 +195,8 @@ def set_override(config: ml_collections.ConfigDict, key: str, value: Any) -> Non
     raise UserError(f"--config.{key} is a group of fields, not one; set one of its fields "
                     f"({', '.join(sorted(node[leaf].keys()))})")
   if isinstance(value, str):
-    value = parse_value(node[leaf], value, key)
+    untyped = node.get_ref(leaf).get_type() is object  # a FieldReference that takes several types
+    value = parse_value(None if untyped else node[leaf], value, key)
   try:
     node[leaf] = value
   except (TypeError, ValueError) as e:

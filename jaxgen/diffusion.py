@@ -20,11 +20,15 @@ The variational bound (nats per example) is ``L_prior + L_diffusion + L_decoder`
 ``L_prior = KL(q(x_{T-1} | x_0) || N(0, I))``, ``L_diffusion = sum_{t=1}^{T-1} E_q KL(q(x_{t-1} |
 x_t, x_0) || p(x_{t-1} | x_t))`` and ``L_decoder = -E_q log p(x_0 | x_{t=0})``, a Gaussian
 integrated over the bins of the discrete data grid (or its density for continuous data).
+
+Samplers: ancestral (``ddpm_sample``, all ``T`` steps), DDIM (``ddim_sample``, Song et al. 2021),
+and two solvers of the probability-flow ODE on a grid of timesteps (``sampler_timesteps``):
+DPM-Solver++(2M) (``dpm_solver_sample``, Lu et al. 2022) and the EDM Euler / Heun sampler
+(``ode_sample``, Karras et al. 2022; the integrators are ``jaxgen.ode``'s).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import flax.struct
@@ -32,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen import losses, ode
 from jaxgen.errors import UserError
 
 #: ``model_fn(x_t, t) -> output``: the denoiser, ``x_t`` ``[B, ...]``, ``t`` int32 ``[B]``; its output
@@ -41,6 +46,7 @@ ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "v")
 VARIANCES = ("small", "large")
+GRIDS = ("uniform", "karras", "logsnr")  # time grids of the ODE samplers (``sampler_timesteps``)
 
 
 @flax.struct.dataclass
@@ -280,6 +286,119 @@ def ddim_sample(sched: Schedule, model_fn: ModelFn, rng: jax.Array, shape: tuple
   return x
 
 
+# ---- the probability-flow ODE: DPM-Solver++(2M), EDM Heun / Euler -------------------------------
+# In the variance-exploding view of Karras et al. (2022), ``xbar = x_t / sqrt(abar_t)`` and
+# ``sigma_t = sqrt((1 - abar_t) / abar_t)``; the deterministic (probability-flow) sampler solves
+# ``dxbar / dsigma = (xbar - D(xbar; sigma)) / sigma`` from ``sigma_{T-1}`` to 0, where
+# ``D(xbar; sigma_t) = x_0`` predicted at ``x_t = sqrt(abar_t) xbar`` (``denoise``). DDIM with
+# ``eta = 0`` is Euler's method on it; at ``sigma = 0``, ``xbar = x_0``.
+
+
+def ve_sigmas(sched: Schedule) -> jax.Array:
+  """``sigma_t = sqrt((1 - abar_t) / abar_t)`` float32 ``[T]``, increasing in ``t``."""
+  return jnp.sqrt((1.0 - sched.alphas_cumprod) / sched.alphas_cumprod)
+
+
+def sampler_timesteps(sched: Schedule, steps: int, grid: str, rho: float = 7.0) -> np.ndarray:
+  """Decreasing distinct timesteps for an ODE sampler, from ``T-1`` to 0 (``sched`` concrete).
+
+  ``uniform``: DDIM's evenly spaced timesteps. ``karras``: ``sigma_i = (sigma_max^(1/rho) +
+  i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` (Karras et al. 2022, eq. 5).
+  ``logsnr``: evenly spaced in ``log sigma`` (= ``-lambda``, half the log-SNR; Lu et al. 2022).
+  Target noise levels are snapped to the nearest timestep in ``log sigma`` (the network is trained
+  on the ``T`` timesteps only); levels that snap to the same timestep merge, so a grid has at most
+  ``steps`` timesteps (fewer only when ``steps`` is close to ``T``).
+  """
+  t_max = sched.num_timesteps - 1
+  if not 1 <= steps <= sched.num_timesteps:
+    raise UserError(f"sample.steps={steps} must be in [1, model.num_timesteps={t_max + 1}]")
+  if grid == "uniform":
+    return ddim_timesteps(t_max + 1, steps)[::-1]
+  abar = np.asarray(sched.alphas_cumprod, np.float64)
+  log_sigma = 0.5 * np.log((1.0 - abar) / abar)
+  if steps == 1:
+    return np.array([t_max])
+  u = np.linspace(0.0, 1.0, steps)
+  if grid == "karras":
+    s_max, s_min = np.exp(log_sigma[-1]) ** (1 / rho), np.exp(log_sigma[0]) ** (1 / rho)
+    targets = rho * np.log(s_max + u * (s_min - s_max))
+  elif grid == "logsnr":
+    targets = log_sigma[-1] + u * (log_sigma[0] - log_sigma[-1])
+  else:
+    raise UserError(f"sample.grid={grid!r} is unknown; use one of {GRIDS}")
+  snapped = np.abs(log_sigma[None, :] - targets[:, None]).argmin(axis=1)
+  return np.unique(snapped)[::-1].astype(np.int32)
+
+
+def ve_denoiser(sched: Schedule, model_fn: ModelFn, prediction: str, clip: bool = False):
+  """``D(xbar, sigma) -> x_0`` for a scalar ``sigma`` on the schedule (its timestep is the nearest
+  in ``log sigma``, exact for the grids of ``sampler_timesteps``)."""
+  log_sigma = jnp.log(ve_sigmas(sched))
+
+  def fn(xbar: jax.Array, sigma: jax.Array) -> jax.Array:
+    t = jnp.argmin(jnp.abs(log_sigma - jnp.log(sigma)))
+    x = jnp.sqrt(sched.alphas_cumprod[t]) * xbar
+    return denoise(sched, model_fn, x, jnp.full(xbar.shape[:1], t, jnp.int32), prediction, clip)[0]
+
+  return fn
+
+
+def ode_sample(sched: Schedule, model_fn: ModelFn, noise: jax.Array, steps: int, method: str,
+               prediction: str, clip: bool = False, grid: str = "karras",
+               rho: float = 7.0) -> jax.Array:
+  """The EDM sampler (Karras et al. 2022, Alg. 1) from ``x_{T-1} = noise`` (``N(0, I)``, the prior
+  of every sampler here): ``method`` (euler | heun) on the probability flow over the noise levels
+  of ``sampler_timesteps`` and a last step to ``sigma = 0`` (always an Euler step, which returns
+  ``D``). Heun uses ``2n - 1`` network evaluations for ``n`` levels. Deterministic."""
+  ts = sampler_timesteps(sched, steps, grid, rho)
+  sigmas = jnp.append(ve_sigmas(sched)[ts], 0.0)
+  denoiser = ve_denoiser(sched, model_fn, prediction, clip)
+  field = lambda xbar, sigma: (xbar - denoiser(xbar, sigma)) / sigma
+  xbar = noise / jnp.sqrt(sched.alphas_cumprod[ts[0]])
+  return ode.solve(field, xbar, sigmas, method, euler_last=True)
+
+
+def dpm_solver_sample(sched: Schedule, model_fn: ModelFn, noise: jax.Array, steps: int,
+                      prediction: str, clip: bool = False, grid: str = "logsnr",
+                      rho: float = 7.0) -> jax.Array:
+  """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) from ``x_{T-1} = noise``, multistep second order in
+  ``lambda = -log sigma``. Deterministic.
+
+  With ``h_i = log(sigma_{i-1} / sigma_i)`` and ``r_i = h_{i-1} / h_i``:
+  ``xbar_i = (sigma_i / sigma_{i-1}) xbar_{i-1} + (1 - sigma_i / sigma_{i-1}) D_i``, with
+  ``D_i = (1 + 1/(2 r_i)) D(xbar_{i-1}) - 1/(2 r_i) D(xbar_{i-2})``; the first step and the last
+  (to ``sigma = 0``, where it returns the denoised ``x_0``) are first order (``D_i = D(xbar_{i-1})``,
+  i.e. DDIM). One network evaluation per step, in one ``lax.scan``.
+  """
+  ts = sampler_timesteps(sched, steps, grid, rho)
+  sigma = ve_sigmas(sched)[ts]
+  sigma_next = jnp.append(sigma[1:], 0.0)
+  h = jnp.log(sigma[:-1] / sigma[1:])  # the steps between noise levels
+  h_cur = jnp.append(h, 1.0)  # h_i; the last step (to sigma = 0, h infinite) is first order
+  h_prev = jnp.append(1.0, h)  # h_{i-1}; unused at i = 0
+  second = (jnp.arange(len(ts)) > 0) & (sigma_next > 0)
+  denoiser = ve_denoiser(sched, model_fn, prediction, clip)
+
+  def step(carry, args):
+    xbar, d_prev = carry
+    s, s_next, hp, hc, use2 = args
+    d = denoiser(xbar, s)
+    d_mix = jnp.where(use2, d + (d - d_prev) * (hc / (2.0 * hp)), d)
+    ratio = s_next / s
+    return (ratio * xbar + (1.0 - ratio) * d_mix, d), None
+
+  xbar = noise / jnp.sqrt(sched.alphas_cumprod[ts[0]])
+  (xbar, _), _ = jax.lax.scan(step, (xbar, jnp.zeros_like(xbar)),
+                              (sigma, sigma_next, h_prev, h_cur, second))
+  return xbar
+
+
+def drop_labels(rng: jax.Array, label: jax.Array, rate: float, null_label: int) -> jax.Array:
+  """``label`` ``[B]`` with each entry replaced by ``null_label`` with probability ``rate``: the
+  training side of classifier-free guidance (one network learns p(x | c) and p(x))."""
+  return jnp.where(jax.random.uniform(rng, label.shape) < rate, null_label, label)
+
+
 def guided(model_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array], label: jax.Array,
            null_label: int, scale: float) -> ModelFn:
   """Classifier-free guidance (Ho & Salimans 2022): ``(1 + w) f(x, t, c) - w f(x, t, null)``.
@@ -309,11 +428,6 @@ def normal_kl(mean1, log_var1, mean2, log_var2) -> jax.Array:
                 + (mean1 - mean2) ** 2 * jnp.exp(-log_var2) - 1.0)
 
 
-def gaussian_log_density(x, mean, log_var) -> jax.Array:
-  """Elementwise ``log N(x; mean, exp(log_var))``."""
-  return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * jnp.exp(-log_var))
-
-
 def _log_normal_cdf_diff(a: jax.Array, b: jax.Array) -> jax.Array:
   """``log(Phi(b) - Phi(a))`` for ``a < b``, stable in both tails (uses the mirrored pair when a > 0)."""
   upper = a > 0
@@ -339,15 +453,11 @@ def discretized_gaussian_log_likelihood(x, mean, log_var, levels: int,
   return _log_normal_cdf_diff(lower, upper)
 
 
-def _sum_dims(x: jax.Array) -> jax.Array:
-  return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
-
-
 def prior_kl(sched: Schedule, x0: jax.Array) -> jax.Array:
   """``KL(q(x_{T-1} | x_0) || N(0, I))`` summed over dimensions, nats ``[B]``."""
   t = jnp.full(x0.shape[:1], sched.num_timesteps - 1)
   mean, var = q_mean_variance(sched, x0, t)
-  return _sum_dims(normal_kl(mean, jnp.log(var), 0.0, 0.0))
+  return losses.sum_except_batch(normal_kl(mean, jnp.log(var), 0.0, 0.0))
 
 
 def diffusion_term(sched: Schedule, model_fn: ModelFn, x0: jax.Array, t: jax.Array,
@@ -356,7 +466,7 @@ def diffusion_term(sched: Schedule, model_fn: ModelFn, x0: jax.Array, t: jax.Arr
   xt = q_sample(sched, x0, t, noise)
   q_mean, _, q_log_var = q_posterior(sched, x0, xt, t)
   p_mean, p_log_var, _ = p_mean_variance(sched, model_fn, xt, t, prediction, variance, clip)
-  return _sum_dims(normal_kl(q_mean, q_log_var, p_mean, p_log_var))
+  return losses.sum_except_batch(normal_kl(q_mean, q_log_var, p_mean, p_log_var))
 
 
 def decoder_nll(sched: Schedule, model_fn: ModelFn, x0: jax.Array, noise: jax.Array,
@@ -370,10 +480,9 @@ def decoder_nll(sched: Schedule, model_fn: ModelFn, x0: jax.Array, noise: jax.Ar
   x1 = q_sample(sched, x0, t, noise)
   mean, log_var, _ = p_mean_variance(sched, model_fn, x1, t, prediction, variance, clip)
   if levels > 1:
-    log_p = discretized_gaussian_log_likelihood(x0, mean, log_var, levels, value_range)
-  else:
-    log_p = gaussian_log_density(x0, mean, log_var)
-  return -_sum_dims(log_p)
+    return -losses.sum_except_batch(
+        discretized_gaussian_log_likelihood(x0, mean, log_var, levels, value_range))
+  return -losses.gaussian_log_prob(x0, mean, 0.5 * log_var)
 
 
 def variational_bound(sched: Schedule, model_fn: ModelFn, x0: jax.Array, rng: jax.Array,

@@ -1,4 +1,10 @@
-"""Errors a user can fix: ``jaxgen.main`` prints them as one line and exits non-zero."""
+"""Errors a user can fix, and the one way a run stops early on purpose.
+
+``jaxgen.main`` prints a ``UserError`` as one line ``jaxgen: error: ...`` and exits with status 1;
+``Preempted`` as one line ``jaxgen: preempted: ...`` and exits with ``Preempted.EXIT_CODE``.
+"""
+
+from __future__ import annotations
 
 
 class UserError(Exception):
@@ -6,4 +12,20 @@ class UserError(Exception):
 
 
 class NonFiniteLossError(UserError):
-  """Training produced a NaN or inf loss; nothing after the last good checkpoint is saved."""
+  """Training produced a NaN or inf loss, gradient, optimizer state or parameter; nothing after the
+  last good checkpoint is saved."""
+
+
+class Preempted(Exception):
+  """SIGTERM / SIGINT: the run finished its current step, saved a checkpoint and stopped.
+
+  Exit status 75 (``EX_TEMPFAIL`` of sysexits.h: "try again later"), so a launcher can tell a
+  preemption (requeue) from a failure (status 1) and from a finished run (status 0).
+  """
+
+  EXIT_CODE = 75
+
+  def __init__(self, signal_name: str, step: int, saved: bool):
+    what = f"checkpoint of step {step} saved" if saved else f"stopped at step {step} (nothing new to save)"
+    super().__init__(f"{signal_name} received; {what}; rerun the same command to resume")
+    self.signal_name, self.step, self.saved = signal_name, step, saved

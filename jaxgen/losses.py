@@ -1,7 +1,8 @@
-"""Pure objectives shared by the families: adversarial losses and ELBO building blocks.
+"""Pure objectives shared by the families: adversarial losses and likelihood / ELBO building blocks.
 
 All functions are jit-able and reduce over the batch only where their name says ``mean``;
-log-densities are in nats and sum over the event dimensions of one example.
+log-densities are in nats and sum over the event dimensions of one example (every axis but the
+leading batch axis: ``[B, ...] -> [B]``, :func:`sum_except_batch`).
 """
 
 from __future__ import annotations
@@ -51,31 +52,37 @@ def gradient_penalty(critic, real: jax.Array, fake: jax.Array, rng: jax.Array) -
   eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1))
   x_hat = eps * real + (1.0 - eps) * fake
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
-  norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1) + 1e-12)
+  norms = jnp.sqrt(sum_except_batch(grads**2) + 1e-12)
   return jnp.mean((norms - 1.0) ** 2)
 
 
 # --- likelihood terms --------------------------------------------------------------------------
 
 
-def _sum_event(x: jax.Array) -> jax.Array:
+def sum_except_batch(x: jax.Array) -> jax.Array:
+  """``[B, ...] -> [B]``: the sum over every axis but the leading one (the event dimensions)."""
   return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
 
 
 def gaussian_log_prob(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-  """``log N(x; mean, exp(log_std)^2)`` summed over all but the leading axis -> ``[B]``."""
+  """``log N(x; mean, exp(log_std)^2)`` summed over all but the leading axis -> ``[B]``.
+
+  Per dimension ``-(x - mean)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2`` with
+  ``sigma = exp(log_std)``; ``mean`` and ``log_std`` broadcast against ``x`` (a variance
+  ``exp(log_var)`` is ``log_std = log_var / 2``).
+  """
   z = (x - mean) * jnp.exp(-log_std)
-  return _sum_event(-0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi))
+  return sum_except_batch(-0.5 * z**2 - log_std - 0.5 * math.log(2.0 * math.pi))
 
 
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
   """``log Bernoulli(x; sigmoid(logits))`` for x in [0, 1], summed per example -> ``[B]``."""
-  return -_sum_event(optax.sigmoid_binary_cross_entropy(logits, x))
+  return -sum_except_batch(optax.sigmoid_binary_cross_entropy(logits, x))
 
 
 def kl_diag_gaussian_standard_normal(mean: jax.Array, log_std: jax.Array) -> jax.Array:
   """``KL(N(mean, diag exp(2 log_std)) || N(0, I))`` in closed form, per example -> ``[B]``."""
-  return _sum_event(0.5 * (mean**2 + jnp.exp(2.0 * log_std) - 1.0) - log_std)
+  return sum_except_batch(0.5 * (mean**2 + jnp.exp(2.0 * log_std) - 1.0) - log_std)
 
 
 def elbo(log_px_given_z: jax.Array, kl: jax.Array) -> jax.Array:

@@ -1,27 +1,29 @@
 """Command line: ``python -m jaxgen.main --config=configs/gan.py --workdir=runs/gan [--mode=train]``.
 
-Kept short on purpose: parse flags, optionally join a multi-process run, hand (config, workdir) to
-``jaxgen.train``. Any ``--config.a.b=value`` overrides a config field. User errors (unknown config
-key, unknown data set, bad batch size, unwritable workdir, missing config file, NaN loss) print one
-line ``jaxgen: error: ...`` and exit with status 1.
+Kept short on purpose: parse flags, load and validate the config, optionally join a multi-process
+run, lock the workdir (train mode), hand (config, workdir) to ``jaxgen.train``. Every
+``--config.a.b=value`` argument is taken out of the command line before absl parses the rest and
+applied by ``config_defaults.load``, the one override parser (shared with tests, benchmarks and
+sweeps). Exit status: 0 done; 1 a user error, printed as one line ``jaxgen: error: ...`` (bad
+config, unknown key or data set, unwritable or locked workdir, incompatible checkpoint, a storage
+failure writing any file of the run, NaN); 75 preempted (SIGTERM / SIGINT: the step was saved;
+rerun to resume); 130 interrupted without a save (a second Ctrl-C).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging as logging_std
-import os
-import runpy
 import sys
 
-import ml_collections
-
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from jaxgen.errors import UserError
+from jaxgen import config_defaults, validate, workdir
+from jaxgen.errors import Preempted, UserError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/gan.py.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+_CONFIG = flags.DEFINE_string("config", None, "Path to a config file, e.g. configs/gan.py; override any field "
+                              "with --config.a.b=value.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs://bucket/path) for checkpoints, logs and samples.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-process runs; see launch/).")
@@ -35,65 +37,44 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "CPU, N devices are usually faster than one. Same results up to float summation order; "
     "train.batch_size must be divisible by it. No effect on GPU/TPU runs.")
 
-
-def _fail(message: str) -> None:
-  print(f"jaxgen: error: {message}", file=sys.stderr)
-  sys.exit(1)
+_OVERRIDES: list[str] = []  # the --config.a.b=value arguments, in command-line order
 
 
-def _unknown_override(argv: list[str]) -> str:
-  """The first ``--config.a.b`` override that names no field of the config file (for the message)."""
-  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  try:
-    config = runpy.run_path(path)["get_config"]()
-  except Exception:  # the file itself is broken: let the generic message stand
-    return "?"
-  for arg in argv:
-    if arg.startswith("--config."):
-      key = arg.split("=", 1)[0][len("--config."):]
-      node = config
-      for part in key.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-          return key
-        node = node[part]
-  return "?"
+def _fail(message: str, status: int = 1, prefix: str = "error") -> None:
+  logging.flush()
+  print(f"jaxgen: {prefix}: {message}", file=sys.stderr)
+  sys.exit(status)
 
 
 def _parse(argv: list[str]) -> list[str]:
-  """absl flag parsing, with config errors turned into one line instead of a traceback."""
+  """absl flag parsing of everything but the config overrides; errors as one line."""
+  _OVERRIDES.extend(a for a in argv[1:] if a.startswith("--config."))
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS([a for a in argv if not a.startswith("--config.")])
   except flags.Error as e:
     _fail(str(e).splitlines()[0])
-  except (AttributeError, KeyError) as e:  # ml_collections: an override names a field that does not exist
-    hint = " ".join(str(e).replace("\\n", " ").split()).strip("'\"")
-    _fail(f"unknown config key {_unknown_override(argv)!r} ({hint}); see the config file for the available fields")
+  if len(rest) > 1:
+    _fail(f"unexpected argument {rest[1]!r}; overrides are written --config.KEY=VALUE")
+  return rest
 
 
 class _QuietOrbax(logging_std.Filter):
-  """Orbax logs every save step at INFO; keep its warnings and errors only."""
+  """Orbax logs every save step at INFO and its failures with tracebacks at ERROR; the
+  checkpointer reports those failures itself as one line, so keep orbax's warnings only (but not
+  the one every read-only manager of --mode=sample / eval logs)."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    return record.levelno == logging_std.WARNING and not record.getMessage().startswith("Given directory is read only")
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  logging.get_absl_logger().addFilter(_QuietOrbax())
-  config = _CONFIG.value
-  if config is None:
-    _fail("--config is required, e.g. --config=configs/gan.py")
-  if not isinstance(config, ml_collections.ConfigDict):  # config_flags defers file errors to first use
-    path = flags.FLAGS["config"].config_filename.split(":")[0]
-    if not os.path.exists(path):
-      _fail(f"config file {path!r} not found (paths are relative to {os.getcwd()}); e.g. --config=configs/gan.py")
-    error = getattr(config, "_error", None)
-    cause = getattr(error, "__cause__", None) or error
-    _fail(f"cannot load --config={flags.FLAGS['config'].config_filename}: {' '.join(str(cause).split())}")
-  if not _WORKDIR.value:
-    _fail("--workdir is required, e.g. --workdir=runs/gan")
-  if _CPU_DEVICES.value < 0:
-    _fail(f"--cpu_devices={_CPU_DEVICES.value} is negative: give a device count >= 1 (0 = JAX's default)")
+def _quiet_unraisable(unraisable) -> None:
+  """Orbax's abandoned coroutines of a failed restore would print tracebacks at exit."""
+  logging.debug("ignored: %s", unraisable.exc_value)
+
+
+def _run(config, root) -> None:
   import jax  # imported after flag parsing (slow), configured before any backend starts
 
   if _CPU_DEVICES.value:
@@ -102,16 +83,46 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from jaxgen import train  # importing the data sets is slow too
 
-  try:
-    if _MODE.value == "train":
-      train.train_and_evaluate(config, _WORKDIR.value)
-    elif _MODE.value == "sample":
-      train.sample(config, _WORKDIR.value)
+  mode = _MODE.value
+  with workdir.RunLock(root) if mode == "train" else contextlib.nullcontext():
+    if mode == "train":
+      train.train_and_evaluate(config, str(root))
+    elif mode == "sample":
+      train.sample(config, str(root))
     else:
-      train.evaluate(config, _WORKDIR.value)
+      train.evaluate(config, str(root))
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.get_absl_logger().addFilter(_QuietOrbax())
+  logging_std.getLogger("asyncio").setLevel(logging_std.CRITICAL)
+  sys.unraisablehook = _quiet_unraisable
+  if not _CONFIG.value:
+    _fail("--config is required, e.g. --config=configs/gan.py")
+  if not _WORKDIR.value:
+    _fail("--workdir is required, e.g. --workdir=runs/gan")
+  if _CPU_DEVICES.value < 0:
+    _fail(f"--cpu_devices={_CPU_DEVICES.value} is negative: give a device count >= 1 (0 = JAX's default)")
+  try:
+    config = config_defaults.load(_CONFIG.value, _OVERRIDES)
+    validate.validate(config)
+    root = workdir.path(_WORKDIR.value)
+    workdir.prepare(root)
+    _run(config, root)
   except UserError as e:
-    logging.flush()
     _fail(str(e))
+  except Preempted as e:
+    _fail(str(e), Preempted.EXIT_CODE, "preempted")
+  except OSError as e:  # metrics, samples, eval files (the checkpointer reports its own failures)
+    cause = workdir.storage_cause(e)
+    if cause is None:
+      raise
+    _fail(f"cannot write {e.filename or _WORKDIR.value}: {cause}; the checkpoints saved so far are intact. "
+          "Free space or fix the storage, then rerun the same command to resume")
+  except KeyboardInterrupt:
+    _fail("stopped before the current step was saved; rerun the same command to resume from the last "
+          "checkpoint", 130, "interrupted")
 
 
 if __name__ == "__main__":

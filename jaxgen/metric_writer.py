@@ -1,39 +1,117 @@
 """Scalar metrics to JSONL (``metrics.jsonl``) and TensorBoard event files, from process 0 only.
 
-TensorBoard events are written with tensorboardX, which needs no TensorFlow.
+TensorBoard events are written with tensorboardX, which needs no TensorFlow. ``metrics.jsonl``
+goes through ``etils.epath``: locally it is appended to; on a remote store (``gs://``, ``s3://``),
+which cannot append, it is kept in memory and rewritten whole at each write (a few thousand short
+rows). On a remote store the event file goes through epath the same way (registered as
+tensorboardX's writer for the scheme: its own ``gs://`` writer needs google-cloud-storage).
+Storage errors (disk full, read-only) are ``OSError``s naming the file.
+
+Resume: a run restored from step ``s`` drops the rows of steps ``> s`` written by the interrupted
+run (those steps are trained again), and a row cut off by a kill, so the file has one row per
+logged step and kind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
 from typing import Mapping
 
 import jax
 import numpy as np
+from etils import epath
+
+from jaxgen import workdir as workdir_lib
+
+
+class _RemoteEventFile:
+  """One TensorBoard event file on a remote store: buffered, written whole at each flush."""
+
+  def __init__(self, path: str):
+    self._path, self._buffer = epath.Path(path), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _RemoteEventFiles:
+  """tensorboardX's writer factory interface (``record_writer.register_writer_factory``)."""
+
+  def open(self, path: str) -> _RemoteEventFile:
+    return _RemoteEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _step(row: str) -> int | None:
+  """The step of a complete row; None for a blank one or one cut off by a kill mid-write."""
+  try:
+    return int(json.loads(row)["step"]) if row.endswith("\n") else None
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
+@contextlib.contextmanager
+def _naming(path):
+  """Storage errors (disk full, read-only) name ``path``: a failed flush names no file."""
+  try:
+    yield
+  except OSError as e:
+    raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
+  def __init__(self, workdir: str, filename: str = "metrics.jsonl", resume_step: int | None = None):
     self.active = jax.process_index() == 0
     if not self.active:
       return
-    from tensorboardX import SummaryWriter  # imported lazily: processes > 0 never write
+    from tensorboardX import SummaryWriter, record_writer  # imported lazily: processes > 0 never write
 
-    self._jsonl = open(os.path.join(workdir, filename), "a")
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    root = workdir_lib.path(workdir)
+    self._path = root / filename
+    self._remote = workdir_lib.is_remote(root)
+    if self._remote:  # tensorboardX picks a writer by the text before ':'
+      record_writer.register_writer_factory(str(root).split(":", 1)[0], _RemoteEventFiles())
+    rows = self._path.read_text().splitlines(keepends=True) if self._path.exists() else []
+    if resume_step is not None:
+      kept = [r for r in rows if (step := _step(r)) is not None and step <= resume_step]
+      if len(kept) != len(rows):
+        self._path.write_text("".join(kept))
+      rows = kept
+    self._rows = rows if self._remote else None
+    self._file = None if self._remote else self._path.open("a")
+    self._tb = SummaryWriter(str(root / "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self.active:
       return
     scalars = {prefix + k: float(np.asarray(v)) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
-    self._jsonl.flush()
+    row = json.dumps({"step": int(step), **scalars}) + "\n"
+    with _naming(self._path):
+      if self._remote:
+        self._rows.append(row)
+        self._path.write_text("".join(self._rows))
+      else:
+        self._file.write(row)
+        self._file.flush()
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, int(step))
-    self._tb.flush()
+    with _naming(self._tb.logdir):
+      self._tb.flush()
 
   def close(self) -> None:
     if self.active:
-      self._jsonl.close()
-      self._tb.close()
+      if self._file is not None:
+        with _naming(self._path):  # flushes what a failed write left in the buffer
+          self._file.close()
+      with _naming(self._tb.logdir):
+        self._tb.close()

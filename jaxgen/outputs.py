@@ -1,24 +1,40 @@
 """Writing samples where a user can look at them, by ``spec.modality``.
 
 image -> PNG grid; points -> PNG scatter over the data density; text -> .txt (and stdout);
-audio -> 16-bit PCM .wav (mu-law decoded when the tokens are 256 mu-law codes).
+audio -> 16-bit PCM .wav (mu-law decoded when the tokens are 256 mu-law codes). Also the 2-D
+density plot. Plots use matplotlib's headless Agg backend, chosen here (the one place that draws)
+and imported on first use.
+
+Paths are local or remote (``gs://...``): every file is encoded in memory (Pillow, matplotlib and
+``wave`` into a ``BytesIO``) and written whole through ``etils.epath``, never with ``open``.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import wave
 
-import matplotlib
+import numpy as np
+from etils import epath
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from jaxgen.data.audio import mu_law_decode
+from jaxgen.data.spec import DataSpec
 
-from jaxgen.data.audio import mu_law_decode  # noqa: E402
-from jaxgen.data.spec import DataSpec  # noqa: E402
+#: The modalities :func:`write_samples` can write.
+MODALITIES = ("image", "points", "text", "audio")
+
+
+def _pyplot():
+  """``matplotlib.pyplot`` on the headless Agg backend (imported on first use: it is slow)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  return plt
 
 
 def to_uint8(images: np.ndarray, spec: DataSpec) -> np.ndarray:
@@ -40,16 +56,32 @@ def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
   return grid
 
 
-def write_image_grid(images: np.ndarray, spec: DataSpec, path: str, scale: int = 0) -> None:
+def _write(path: str | os.PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``path`` (local or remote), creating its directory."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(data)
+
+
+def _savefig(fig, path: str | os.PathLike) -> None:
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", bbox_inches="tight")
+  _write(path, buffer.getvalue())
+
+
+def write_image_grid(images: np.ndarray, spec: DataSpec, path: str | os.PathLike, scale: int = 0) -> None:
   """PNG grid; small images (digits are 8x8) are upscaled with nearest neighbour to be visible."""
   grid = image_grid(to_uint8(images, spec))
   scale = scale or max(1, 256 // grid.shape[0])
   img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+  buffer = io.BytesIO()
+  img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(buffer, format="PNG")
+  _write(path, buffer.getvalue())
 
 
-def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str, title: str = "") -> None:
+def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str | os.PathLike, title: str = "") -> None:
   """Samples ``[N, 2]`` as dots over a 2-D histogram of the data ``[M, 2]`` (the data density)."""
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
   if data is not None and len(data):
     lim = np.abs(data).max() * 1.15
@@ -59,7 +91,24 @@ def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str, title:
   ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.6)
   ax.set_aspect("equal")
   ax.set_title(title)
-  fig.savefig(path, bbox_inches="tight")
+  _savefig(fig, path)
+  plt.close(fig)
+
+
+def write_density_plot(data: np.ndarray, density: np.ndarray, lim: tuple[float, float, float, float],
+                       path: str | os.PathLike, title: str = "") -> None:
+  """PNG at ``path``: the data ``[N, 2]`` (left, titled ``title``) beside a density ``[S, S]``
+  (right; ``density[i, j]`` at cell ``(row i, column j)`` of the box ``lim = (x0, x1, y0, y1)``)."""
+  plt = _pyplot()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
+  left.scatter(data[:, 0], data[:, 1], s=2, alpha=0.5)
+  left.set_title(title)
+  right.imshow(density, origin="lower", extent=lim, cmap="viridis", aspect="auto")
+  right.set_title("model density")
+  for ax in (left, right):
+    ax.set_xlim(lim[0], lim[1])
+    ax.set_ylim(lim[2], lim[3])
+  _savefig(fig, path)
   plt.close(fig)
 
 
@@ -67,40 +116,38 @@ def decode_text(tokens: np.ndarray, spec: DataSpec) -> list[str]:
   return ["".join(spec.vocab[int(t)] for t in row) for row in np.asarray(tokens)]
 
 
-def write_wav(codes: np.ndarray, spec: DataSpec, path: str) -> None:
+def write_wav(codes: np.ndarray, spec: DataSpec, path: str | os.PathLike) -> None:
   """One clip of tokens ``[T]`` -> mono 16-bit PCM .wav at ``spec.sample_rate``."""
   wav = mu_law_decode(codes, spec.levels - 1) if spec.levels == 256 else 2.0 * np.asarray(codes) / (spec.levels - 1) - 1.0
   pcm = np.round(np.clip(wav, -1, 1) * 32767).astype("<i2")
-  with wave.open(path, "wb") as f:
+  buffer = io.BytesIO()
+  with wave.open(buffer, "wb") as f:
     f.setnchannels(1)
     f.setsampwidth(2)
     f.setframerate(spec.sample_rate or 16000)
     f.writeframes(pcm.tobytes())
+  _write(path, buffer.getvalue())
 
 
-def write_samples(samples: np.ndarray, spec: DataSpec, prefix: str, data: np.ndarray | None = None,
+def write_samples(samples: np.ndarray, spec: DataSpec, prefix: str | os.PathLike, data: np.ndarray | None = None,
                   echo: bool = False) -> list[str]:
-  """Writes model-space ``samples`` next to ``prefix`` (e.g. ``workdir/samples/step_1000``).
-
-  ``data``: real examples for the background of 2-D scatter plots. Returns the written paths.
-  ``echo``: also print text samples to stdout.
+  """Writes model-space ``samples`` next to ``prefix`` (e.g. ``workdir/samples/step_1000``, local or
+  remote). ``data``: real examples for the background of 2-D scatter plots. Returns the written
+  paths. ``echo``: also print text samples to stdout.
   """
-  os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
+  prefix = os.fspath(prefix)
   samples = np.asarray(samples)
   if spec.modality == "image":
     write_image_grid(samples, spec, prefix + ".png")
     return [prefix + ".png"]
   if spec.modality == "points":
-    write_scatter(samples, data, prefix + ".png", title=os.path.basename(prefix))
+    write_scatter(samples, data, prefix + ".png", title=epath.Path(prefix).name)
     return [prefix + ".png"]
   if spec.modality == "text":
-    texts = decode_text(samples, spec)
-    with open(prefix + ".txt", "w") as f:
-      for i, t in enumerate(texts):
-        f.write(f"--- sample {i}\n{t}\n")
+    texts = [f"--- sample {i}\n{t}\n" for i, t in enumerate(decode_text(samples, spec))]
+    _write(prefix + ".txt", "".join(texts).encode())
     if echo:
-      for i, t in enumerate(texts):
-        print(f"--- sample {i}\n{t}")
+      print("".join(texts), end="")
     return [prefix + ".txt"]
   if spec.modality == "audio":
     paths = []

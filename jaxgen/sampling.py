@@ -16,6 +16,9 @@ The controls are applied in this order (as in most language-model samplers):
 
 Removed tokens get logit ``-inf``. Ties are broken deterministically: among equal logits the
 lower token index ranks first (greedy picks it, top-k / top-p keep it first).
+
+Class-conditional samplers of every family take their labels from ``sample.label`` through
+:func:`labels_from_config` (-1: uniform at random, k: class k).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import jax.numpy as jnp
 
 from jaxgen.errors import UserError
 
-DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}  # off: plain ancestral sampling
 
 
 def _ranks(logits: jax.Array) -> jax.Array:
@@ -113,12 +116,16 @@ def controls_from_config(sample_config: Mapping[str, Any] | None) -> dict[str, A
 
 
 def labels_from_config(sample_config, num_classes: int, rng: jax.Array, num: int) -> jax.Array | None:
-  """Class labels ``[num]`` for conditional sampling: ``sample.label`` for every sample, or uniform
-  labels when it is -1 (or absent); ``None`` for unconditional models (``num_classes == 0``)."""
+  """Class labels int32 ``[num]`` for conditional sampling; the one meaning of ``sample.label``.
+
+  ``sample.label = -1`` (or absent): each label drawn uniformly from ``0..num_classes-1`` with
+  ``rng``; ``k >= 0``: class ``k`` for every sample. ``None`` for unconditional models
+  (``num_classes == 0``). Any other value is a ``UserError``.
+  """
   if not num_classes:
     return None
   label = int(sample_config.get("label", -1))
-  if label >= num_classes:
+  if not -1 <= label < num_classes:
     raise UserError(f"sample.label={label} but the data has {num_classes} classes: "
                     f"use -1 (random) or 0..{num_classes - 1}")
   if label >= 0:

@@ -2,19 +2,20 @@
 
 ``train_and_evaluate(config, workdir)``: build data, family and optimizers; restore the latest good
 checkpoint or initialise; run ``config.train.steps`` compiled steps (one ``jax.jit`` over a mesh of
-all devices, batch sharded, state replicated and donated); log, write samples, evaluate and
-checkpoint periodically and at the end.
+all devices, batch sharded, state replicated and donated); log and checkpoint periodically and at
+the end, and run the evaluators of ``config.eval.metrics`` (``jaxgen.evaluation``) at the steps
+``eval.<name>.every`` divides and all of them at the end.
 
-Randomness: ``root = key(config.seed)``; stream ``s`` (init, train, sample, eval) is
-``fold_in(root, s)`` and the train step ``k`` uses ``fold_in(train_stream, k)``. With the data
-order a function of ``(seed, step)`` too, a resumed run repeats an uninterrupted one bit for bit.
+Randomness: ``root = key(config.seed)``; stream ``s`` is ``fold_in(root, s)``: init (0), train (1),
+then the evaluation streams 2..4 (``jaxgen.evaluation.context``); the train step ``k`` uses
+``fold_in(train_stream, k)``. With the data order a function of ``(seed, step)`` too, a resumed run
+repeats an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from typing import Any
 
@@ -29,15 +30,16 @@ from absl import logging
 
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import data as data_lib
-from jaxgen import families
-from jaxgen import optim
-from jaxgen import outputs
-from jaxgen import parallel
-from jaxgen.errors import NonFiniteLossError, UserError
+from jaxgen import evaluation, families, optim, parallel, preemption
+from jaxgen import state as state_lib
+from jaxgen import workdir as workdir_lib
+from jaxgen.errors import Preempted, UserError
+from jaxgen.evaluation import samples as samples_lib
+from jaxgen.evaluation.context import to_host
 from jaxgen.metric_writer import MetricWriter
 from jaxgen.state import TrainState
 
-INIT_STREAM, TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM, EVAL_SAMPLE_STREAM = range(5)
+INIT_STREAM, TRAIN_STREAM = 0, 1  # 2..4: the evaluation streams of jaxgen.evaluation.context
 
 
 @dataclasses.dataclass
@@ -50,11 +52,12 @@ class Experiment:
   data: Any  # jaxgen.data.Pipeline
   family: families.Family
   optimizers: dict[str, optax.GradientTransformation]
+  evaluators: list[evaluation.Evaluator]  # those of config.eval.metrics, checked against data and family
   _built: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def cached(self, key: str, build):
     """``build()`` once per experiment: jitted sampling / evaluation functions and the real-data
-    features of the sample metrics are reused by every periodic evaluation instead of rebuilt."""
+    features of the sample metrics are reused by every evaluation instead of rebuilt."""
     if key not in self._built:
       self._built[key] = build()
     return self._built[key]
@@ -68,21 +71,19 @@ class Experiment:
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
-  """Validates the config against the machine and builds the experiment's parts."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"workdir {workdir!r} is not writable ({e.strerror}); pass --workdir=DIR you can write to") from None
+  """Validates the config against the machine and builds the experiment's parts; the evaluators'
+  preconditions are checked here, before any training step."""
+  workdir_lib.prepare(workdir_lib.path(workdir))
   parallel.check_batch_size(config.train.batch_size, "train.batch_size")
   parallel.check_batch_size(config.eval.batch_size, "eval.batch_size")
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
   family = families.build(config, data.spec)
-  return Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks))
+  evaluators = evaluation.prepare(config, data.spec, family)
+  saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
+  optim.resolve_decay_steps(config, saved.saved_config())  # an extended run keeps its schedule
+  saved.close()
+  return Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks), evaluators)
 
 
 # --- state -----------------------------------------------------------------------------------------
@@ -109,16 +110,23 @@ def init_or_restore(exp: Experiment, ckpt: checkpoint_lib.Checkpointer) -> Train
   if restored is not None:
     logging.info("resumed from step %d", int(restored.step))
     return restored
-  return jax.jit(init, out_shardings=exp.replicated)(batch0)
+  fresh = jax.jit(init, out_shardings=exp.replicated)(batch0)
+  init_from = exp.config.train.get("init_from", "")
+  return checkpoint_lib.warm_start(init_from, fresh) if init_from else fresh
 
 
 def restore_for_inference(exp: Experiment) -> TrainState:
   """The latest good checkpoint; a ``UserError`` if the workdir has none."""
-  ckpt = checkpoint_lib.Checkpointer(exp.workdir, exp.config.train.keep_checkpoints)
-  if ckpt.latest_step() is None:
+  ckpt = checkpoint_lib.Checkpointer(exp.workdir, exp.config.train.keep_checkpoints, exp.config, read_only=True)
+  try:
+    batch0 = parallel.global_batch(exp.data.train_batch(0), exp.mesh)
+    abstract = jax.eval_shape(_init_fn(exp), batch0)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=exp.replicated), abstract)
+    state = ckpt.restore_latest(abstract)
+  finally:
+    ckpt.close()
+  if state is None:
     raise UserError(f"no checkpoint in {ckpt.directory}; train first with --mode=train and the same --workdir")
-  state = init_or_restore(exp, ckpt)
-  ckpt.close()
   return state
 
 
@@ -139,7 +147,7 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
   def step(ts: TrainState, batch):
     rng = jax.random.fold_in(train_stream, ts.step)
     params, state, opt_state = dict(ts.params), ts.state, dict(ts.opt_state)
-    metrics = {}
+    metrics, finite = {}, {}
     for g_index, group in enumerate(groups):
       net = group.network
       for r in range(group.repeats):
@@ -151,6 +159,9 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
         (loss, (m, state)), grads = jax.value_and_grad(loss_of, has_aux=True)(params[net])
         updates, opt_state[net] = txs[net].update(grads, opt_state[net], params[net])
         params[net] = optax.apply_updates(params[net], updates)
+        flags = state_lib.finite_flags(loss, grads, opt_state[net], params[net])
+        finite[net] = flags & finite[net] if net in finite else flags
+      metrics[f"{net}/finite"] = finite[net]
       metrics[f"{net}/loss"] = loss
       metrics[f"{net}/grad_norm"] = optax.tree.norm(grads)
       metrics.update({f"{net}/{k}": v for k, v in m.items()})
@@ -169,81 +180,38 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
 
 
 def _check_finite(step: int, metrics: dict[str, Any], last_saved: int | None) -> None:
-  bad = {k: float(v) for k, v in metrics.items() if k.endswith("loss") and not np.isfinite(float(v))}
-  if bad:
-    terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-    kept = f"the last good checkpoint (step {last_saved}) is kept" if last_saved else "no checkpoint was written"
-    raise NonFiniteLossError(
-        f"non-finite loss at step {step}: {terms}; training stopped and {kept}. "
-        "Lower the learning rate or clip gradients (--config.optim.<network>.grad_clip_norm=1.0)")
+  """``state.check_finite`` on the flags the step computed (``<net>/finite``)."""
+  flags = {k[:-len("/finite")]: to_host(v) for k, v in metrics.items() if k.endswith("/finite")}
+  if not all(np.all(f) for f in flags.values()):
+    quoted = {k: float(to_host(v)) for k, v in metrics.items() if k.endswith(("/loss", "/grad_norm"))}
+    state_lib.check_finite(step, flags, quoted, last_saved)
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-  """A replicated global array -> numpy (works multi-process: every process holds a full copy)."""
-  return np.asarray(x.addressable_data(0))
+# --- evaluation --------------------------------------------------------------------------------------
 
 
-# --- sampling and evaluation -----------------------------------------------------------------------
-
-
-def generate(exp: Experiment, ts: TrainState, num: int, rng: jax.Array, chunk: int = 0) -> np.ndarray:
-  """``num`` model-space samples from the EMA params, drawn ``chunk`` at a time (one compilation)."""
-  chunk = min(chunk or num, num)
-  fn = exp.cached(f"sample_{chunk}", lambda: jax.jit(lambda p, s, k: exp.family.sample(p, s, k, chunk),
-                                                     out_shardings=exp.replicated))
-  out = [to_host(fn(ts.ema_params, ts.state, jax.random.fold_in(rng, i))) for i in range(-(-num // chunk))]
-  return np.concatenate(out)[:num]
-
-
-def write_samples(exp: Experiment, ts: TrainState, name: str, echo: bool = False) -> list[str]:
-  step = int(to_host(ts.step))
-  samples = generate(exp, ts, exp.config.sample.num, jax.random.fold_in(exp.stream(SAMPLE_STREAM), step))
-  if jax.process_index() != 0:
-    return []
-  data = exp.data.held_out(2000)["x"] if exp.data.spec.modality == "points" else None
-  return outputs.write_samples(samples, exp.data.spec, os.path.join(exp.workdir, "samples", name), data, echo=echo)
-
-
-def evaluate_state(exp: Experiment, ts: TrainState) -> dict[str, float]:
-  """Held-out metrics (mask-weighted means over the test split) plus the sample-based metrics of
-  ``config.eval.metrics``, all from the EMA params."""
-  cfg = exp.config.eval
-  eval_stream = exp.stream(EVAL_STREAM)
-
-  def per_batch(ts, batch, index):
-    m = exp.family.eval_metrics(ts.ema_params, ts.state, batch, jax.random.fold_in(eval_stream, index))
-    mask = batch["mask"]
-    return {k: jnp.sum(jnp.broadcast_to(v, mask.shape) * mask) for k, v in m.items()}, jnp.sum(mask)
-
-  eval_step = exp.cached("eval_step", lambda: jax.jit(per_batch))
-  sums, count = {}, 0.0
-  for i, local in enumerate(exp.data.eval_batches(cfg.batch_size // jax.process_count(), cfg.num_batches)):
-    s, n = eval_step(ts, parallel.global_batch(local, exp.mesh), i)
-    for k, v in s.items():
-      sums[k] = sums.get(k, 0.0) + float(to_host(v))
-    count += float(to_host(n))
-  results = {k: v / count for k, v in sums.items()}
-  results["num_eval_examples"] = count
-  if cfg.metrics:
-    from jaxgen import evaluation  # imported here: the metric library is only needed when asked for
-
-    step = int(to_host(ts.step))
-    fake = generate(exp, ts, cfg.num_samples, jax.random.fold_in(exp.stream(EVAL_SAMPLE_STREAM), step), cfg.batch_size)
-    metrics = exp.cached("sample_metrics", lambda: evaluation.SampleEvaluator(
-        cfg.metrics, exp.data.held_out(cfg.num_samples)["x"], exp.data.spec, cfg))
-    results.update(metrics(fake))
+def run_evaluators(exp: Experiment, ts: TrainState, evaluators: list[evaluation.Evaluator],
+                   writer: MetricWriter | None) -> dict[str, float]:
+  """Runs ``evaluators`` on one shared context of ``ts`` (on every process) and writes the union of
+  their outputs to ``eval/step_<N>.json`` and ``writer`` (process 0; nothing when it is empty)."""
+  ctx = evaluation.EvalContext(exp, ts)
+  results = evaluation.run(evaluators, ctx)
+  if results:
+    _write_eval(exp, ctx.step, results, writer)
   return results
 
 
-def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: MetricWriter | None) -> str:
-  path = os.path.join(exp.workdir, "eval", f"step_{step}.json")
+def _eval_path(workdir: str, step: int):
+  return workdir_lib.path(workdir) / "eval" / f"step_{step}.json"
+
+
+def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: MetricWriter | None) -> None:
+  path = _eval_path(exp.workdir, step)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-      json.dump({"step": step, **results}, f, indent=2, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"step": step, **results}, indent=2, sort_keys=True))
   if writer is not None:
     writer.write(step, results, prefix="eval/")
-  return path
 
 
 # --- the modes ---------------------------------------------------------------------------------------
@@ -251,96 +219,101 @@ def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: M
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    (workdir_lib.path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _due(done: int, every: int) -> bool:
-  """Whether a periodic action (``train.*_every``) falls on step ``done``; ``every <= 0``: never
-  (the loop still logs, saves, samples and evaluates at the last step)."""
+  """Whether a periodic action (``train.*_every``, ``eval.<name>.every``) falls on step ``done``;
+  ``every <= 0``: never (the loop still logs, saves and evaluates at the last step)."""
   return every > 0 and done % every == 0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains (or resumes) to ``config.train.steps`` and returns the final state."""
-  exp = setup(config, workdir)
-  save_config(config, workdir)
-  tc = config.train
-  ckpt = checkpoint_lib.Checkpointer(workdir, tc.keep_checkpoints)
-  writer = MetricWriter(workdir)
-  try:
-    ts = init_or_restore(exp, ckpt)
-    start = int(to_host(ts.step))
-    last_saved = ckpt.latest_step()
-    if start >= tc.steps:
-      logging.info("already trained to step %d >= train.steps=%d", start, tc.steps)
+  """Trains (or resumes) to ``config.train.steps`` and returns the final state. SIGTERM / SIGINT:
+  saves the current step and raises ``Preempted``."""
+  with preemption.StopSignal() as stop:
+    exp = setup(config, workdir)
+    tc = config.train
+    ckpt = checkpoint_lib.Checkpointer(workdir, tc.keep_checkpoints, config)
+    writer, batches = None, None
+    try:
+      ts = init_or_restore(exp, ckpt)  # refuses an incompatible checkpoint before anything is written
+      save_config(config, workdir)
+      start = int(to_host(ts.step))
+      writer = MetricWriter(workdir, resume_step=start)
+      last_saved = ckpt.latest_step()
+      if start >= tc.steps:
+        logging.info("already trained to step %d >= train.steps=%d", start, tc.steps)
+        if not _eval_path(workdir, start).exists():  # killed during the final evaluation: finish it
+          run_evaluators(exp, ts, exp.evaluators, writer)
+        return ts
+      train_step = make_train_step(exp)
+      bar = tqdm.tqdm(total=tc.steps, initial=start, unit="step", dynamic_ncols=True,
+                      disable=not tc.progress_bar or jax.process_index() != 0)
+      pending = None  # (step, metrics) of the last dispatched step, checked one step late
+      periods = [(e, e.every(config)) for e in exp.evaluators]
+      t0, s0 = time.perf_counter(), start
+      batches = exp.data.iterate_train(start, transform=lambda b: parallel.global_batch(b, exp.mesh))
+      for step, batch in batches:
+        ts, metrics = train_step(ts, batch)
+        if pending is not None:  # checked after dispatching the next step: keeps the device busy
+          _check_finite(*pending, last_saved)
+        done = step + 1
+        pending = (done, metrics)
+        stopping = stop.should_stop(done)  # the same answer on every process
+        bar.update(1)
+        if _due(done, tc.log_every) or done == tc.steps or stopping:
+          _check_finite(done, metrics, last_saved)
+          host = {k: float(to_host(v)) for k, v in metrics.items() if not k.endswith("/finite")}
+          now = time.perf_counter()
+          host["steps_per_second"] = (done - s0) / (now - t0)
+          t0, s0 = now, done
+          writer.write(done, host, prefix="train/")
+          bar.set_postfix({k.split("/")[0] + "_loss" if k.endswith("/loss") else k: f"{v:.4g}"
+                           for k, v in host.items() if k.endswith("/loss")})
+        if _due(done, tc.checkpoint_every) or done == tc.steps or stopping:
+          _check_finite(*pending, last_saved)
+          ckpt.save(done, ts)
+          last_saved = done
+        if stopping:
+          bar.close()
+          raise Preempted(stop.reason, done, saved=True)
+        due = [e for e, every in periods if _due(done, every)]
+        if due and done != tc.steps:
+          run_evaluators(exp, ts, due, writer)
+        if done >= tc.steps:
+          break
+      bar.close()
+      results = run_evaluators(exp, ts, exp.evaluators, writer)
+      logging.info("final evaluation at step %d: %s", tc.steps, results)
       return ts
-    train_step = make_train_step(exp)
-    bar = tqdm.tqdm(total=tc.steps, initial=start, unit="step", dynamic_ncols=True,
-                    disable=not tc.progress_bar or jax.process_index() != 0)
-    pending = None  # (step, metrics) of the last dispatched step, checked one step late
-    t0, s0 = time.perf_counter(), start
-    batches = exp.data.iterate_train(start, transform=lambda b: parallel.global_batch(b, exp.mesh))
-    for step, batch in batches:
-      ts, metrics = train_step(ts, batch)
-      if pending is not None:  # checked after dispatching the next step: keeps the device busy
-        _check_finite(*pending, last_saved)
-      done = step + 1
-      pending = (done, metrics)
-      bar.update(1)
-      if _due(done, tc.log_every) or done == tc.steps:
-        host = {k: float(to_host(v)) for k, v in metrics.items()}
-        _check_finite(done, host, last_saved)
-        now = time.perf_counter()
-        host["steps_per_second"] = (done - s0) / (now - t0)
-        t0, s0 = now, done
-        writer.write(done, host, prefix="train/")
-        bar.set_postfix({k.split("/")[0] + "_loss" if k.endswith("/loss") else k: f"{v:.4g}"
-                         for k, v in host.items() if k.endswith("/loss")})
-      if _due(done, tc.checkpoint_every) or done == tc.steps:
-        _check_finite(*pending, last_saved)
-        ckpt.save(done, ts)
-        last_saved = done
-      if _due(done, tc.sample_every) and done != tc.steps:
-        write_samples(exp, ts, f"step_{done}")
-      if _due(done, tc.eval_every) and done != tc.steps:
-        _write_eval(exp, done, evaluate_state(exp, ts), writer)
-      if done >= tc.steps:
-        break
-    batches.close()  # stops the prefetch thread
-    bar.close()
-    paths = write_samples(exp, ts, f"step_{tc.steps}")
-    if (hasattr(exp.family, "plot_density") and exp.data.spec.modality == "points"
-        and jax.process_index() == 0):  # 2-D densities (flows) beside the data
-      paths.append(os.path.join(workdir, "samples", f"density_step_{tc.steps}.png"))
-      exp.family.plot_density(ts.ema_params, ts.state, exp.data.held_out(2000)["x"], paths[-1])
-    results = evaluate_state(exp, ts)
-    _write_eval(exp, tc.steps, results, writer)
-    logging.info("final evaluation at step %d: %s (samples: %s)", tc.steps, results, paths)
-    return ts
-  finally:
-    ckpt.close()
-    writer.close()
+    finally:
+      if batches is not None:
+        batches.close()  # stops the prefetch thread
+      ckpt.close()
+      if writer is not None:
+        writer.close()
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """Writes ``config.sample.num`` samples from the latest checkpoint's EMA params."""
+  """Writes ``config.sample.num`` samples from the latest checkpoint's EMA params as the ``samples``
+  evaluator does, to ``samples/sample_step_<N>_seed_<seed>``."""
   exp = setup(config, workdir)
-  ts = restore_for_inference(exp)
-  step = int(to_host(ts.step))
-  paths = write_samples(exp, ts, f"sample_step_{step}_seed_{config.seed}", echo=True)
+  ctx = evaluation.EvalContext(exp, restore_for_inference(exp))
+  paths = samples_lib.write(ctx, f"sample_step_{ctx.step}_seed_{config.seed}", echo=True)
   for p in paths:
     print(f"wrote {p}")
   return paths
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Computes the family's metrics for the latest checkpoint and writes ``eval/step_<N>.json``."""
+  """Runs every evaluator of ``config.eval.metrics`` once on the latest checkpoint and writes
+  ``eval/step_<N>.json``."""
   exp = setup(config, workdir)
   ts = restore_for_inference(exp)
   step = int(to_host(ts.step))
-  results = evaluate_state(exp, ts)
-  path = _write_eval(exp, step, results, None)
+  results = run_evaluators(exp, ts, exp.evaluators, None)
   print(json.dumps({"step": step, **results}, indent=2, sort_keys=True))
-  print(f"wrote {path}")
+  if results:
+    print(f"wrote {_eval_path(workdir, step)}")
   return results

@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import os
-import runpy
+import subprocess
 
 import jax
 import ml_collections
 import pytest
 
+from jaxgen import config_defaults
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, **overrides) -> ml_collections.ConfigDict:
-  """``configs/<name>.py`` with dotted-key overrides, e.g. ``load_config("gan", **{"train.steps": 4})``."""
-  config = runpy.run_path(os.path.join(ROOT, "configs", f"{name}.py"))["get_config"]()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"{key} is not a field of configs/{name}.py")
-    node[leaf] = value
-  return config
+  """``configs/<name>.py`` with dotted-key overrides, e.g. ``load_config("gan", **{"train.steps": 4})``,
+  through the one override parser (``config_defaults.load``)."""
+  return config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), overrides)
 
 
 def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """A config that trains in seconds: small batches, few steps, no progress bar, small eval."""
   small = {
       "train.steps": 4, "train.batch_size": 16, "train.checkpoint_every": 2, "train.log_every": 2,
-      "train.sample_every": 0, "train.progress_bar": False, "data.num_points": 512,
+      "eval.samples.every": 0, "train.progress_bar": False, "data.num_points": 512,
       "sample.num": 16, "eval.batch_size": 32, "eval.num_batches": 2, "eval.num_samples": 64,
   }
   small.update(overrides)
@@ -54,3 +48,16 @@ def compilation_cache(tmp_path_factory):
   os.environ["JAX_COMPILATION_CACHE_DIR"] = path
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   yield
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+  """A directory to mount a tmpfs on; skips where mounting is not permitted (non-root, containers)."""
+  target = tmp_path / "mnt"
+  target.mkdir()
+  probe = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True, text=True)
+  if probe.returncode:
+    pytest.skip(f"mounting a tmpfs is not permitted here: {probe.stderr.strip()}")
+  subprocess.run(["umount", str(target)], check=True)
+  yield target
+  subprocess.run(["umount", str(target)], capture_output=True)

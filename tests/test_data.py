@@ -1,8 +1,12 @@
-"""Tests of jaxgen.data: embedded sets, preprocessing, determinism and sharding, tfds (mocked)."""
+"""Tests of jaxgen.data: embedded sets, preprocessing, determinism and sharding, tfds (mocked), the
+source registry. The user-file sources (images:, text:, arrays:, audio:) are tested in test_data_files.py."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
 import chex
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxgen import config_defaults
-from jaxgen.data import EMBEDDED, DataSpec, build, pipeline, tfds_source, toy2d
+from jaxgen.data import SOURCES, ArraySource, DataSpec, RawData, Splits, build, pipeline, register, source, toy2d
 from jaxgen.data.preprocess import Preprocessor
 from jaxgen.errors import UserError
 
@@ -47,7 +51,7 @@ def image_preprocessor(levels, **data):
 
 def test_digits_matches_sklearn_with_fixed_split():
   images, target = sklearn_digits()
-  raw = EMBEDDED.get("digits")(make_config().data)
+  raw = SOURCES.get("digits").load(make_config().data)
   assert raw.spec.levels == 17 and raw.spec.num_classes == 10 and raw.spec.shape == (8, 8, 1)
   np.testing.assert_array_equal(raw.train["x"], images[:1500])
   np.testing.assert_array_equal(raw.test["x"], images[1500:])
@@ -90,7 +94,7 @@ def test_toy2d_sets_load_deterministically(name):
   chex.assert_trees_all_equal(held, build(make_config(name, num_points=1000)).held_out(250))
   other_seed = build(make_config(name, num_points=1000, seed=1)).held_out(250)
   assert not np.array_equal(held["x"], other_seed["x"])
-  raw = EMBEDDED.get(name)(pipeline._data_config(make_config(name, num_points=1000)))
+  raw = SOURCES.get(name).load(pipeline._data_config(make_config(name, num_points=1000)))
   assert not np.isin(raw.test["x"][:, 0], raw.train["x"][:, 0]).any()  # separate draws
 
 
@@ -165,7 +169,7 @@ def test_each_epoch_is_a_permutation():
   # 100 points, batches of 30 straddle epoch boundaries: 10 steps = 3 epochs exactly.
   c = make_config("toy2d/swissroll", batch_size=30, num_points=100)
   p = build(c)
-  train = EMBEDDED.get("toy2d/swissroll")(pipeline._data_config(c)).train["x"]
+  train = SOURCES.get("toy2d/swissroll").load(pipeline._data_config(c)).train["x"]
   stream = np.concatenate([p.train_batch(s)["x"] for s in range(10)])
   order = np.argmin(np.abs(train[:, 0][None] - stream[:, 0][:, None]), axis=1)  # stream -> split
   np.testing.assert_array_equal(train[order], stream)
@@ -227,7 +231,7 @@ def test_dynamic_binarization_is_bernoulli_of_intensity():
   c = make_config(binarize="dynamic", batch_size=1500)
   a, b = build(c), build(c)
   chex.assert_trees_all_equal(a.train_batch(3), b.train_batch(3))
-  images = EMBEDDED.get("digits")(c.data).train["x"]
+  images = SOURCES.get("digits").load(c.data).train["x"]
   draws = []
   for step in range(20):
     order = np.argsort(pipeline.train_indices(0, 1500, np.arange(1500) + step * 1500))
@@ -303,7 +307,7 @@ def test_unknown_name_lists_embedded_sets():
 def test_unprepared_tfds_set_explains_the_prepare_step(tmp_path):
   with pytest.raises(UserError, match="not prepared") as e:
     build(make_config("mnist", data_dir=str(tmp_path)))
-  assert "tfds.data_source('mnist'" in str(e.value)
+  assert "tfds.builder('mnist', data_dir=" in str(e.value) and "download_and_prepare()" in str(e.value)
 
 
 def test_batch_not_divisible_by_process_count():
@@ -342,12 +346,71 @@ def test_tfds_sets_under_mock_data(name, shape):
     np.testing.assert_array_equal(evals[0]["label"], [reference[i]["label"] for i in range(16)])
 
 
-def test_tfds_reads_without_cache_give_the_same_batches(monkeypatch):
+def test_tfds_reads_without_cache_give_the_same_batches():
   with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
     c = make_config("mnist", batch_size=16, dequantize=True)
     cached = build(c)
-    monkeypatch.setattr(tfds_source, "CACHE_BYTES", 0)
-    uncached = build(c)
+    uncached = build(make_config("mnist", batch_size=16, dequantize=True, cache_max_bytes=0))
     assert uncached._train._cache is None and cached._train._cache is not None
     for step in (0, 3, 3):
       chex.assert_trees_all_equal(cached.train_batch(step), uncached.train_batch(step))
+
+
+# ----------------------------------------------------------------------- the source registry
+
+
+@register("test_data/line", defaults={"line_points": 12})
+def _line(data) -> RawData:
+  """A data source declared in this file: points on the line y = 2x, every other one held out."""
+  x = np.linspace(-1, 1, data.line_points, dtype=np.float32)[:, None] * np.array([1, 2], np.float32)
+  return RawData(train={"x": x[::2]}, test={"x": x[1::2]},
+                 spec=DataSpec(name="test_data/line", modality="points", shape=(2,)))
+
+
+@register("test_data_kind:")
+def _kind(data) -> Splits:
+  """A kind: ``test_data_kind:<n>`` has n training and n test points, all equal to the seed."""
+  n = int(data.path)
+  arrays = {"x": np.full((2 * n, 1), data.seed, np.float32)}
+  spec = DataSpec(name=data.name, modality="points", shape=(1,))
+  return Splits(ArraySource(arrays, np.arange(n)), ArraySource(arrays, np.arange(n, 2 * n)), spec)
+
+
+def test_a_source_registered_in_a_test_file_is_read_by_name():
+  assert config_defaults.base().data.line_points == 12  # its declared default is in every config
+  p = build(make_config("test_data/line", batch_size=3, line_points=8))
+  assert p.spec.shape == (2,) and (p.num_train, p.num_test) == (4, 4)
+  x = np.linspace(-1, 1, 8)
+  np.testing.assert_allclose(p.held_out(4)["x"], np.stack([x[1::2], 2 * x[1::2]], 1), rtol=1e-6)
+  q = build(make_config("test_data_kind:5", seed=7))
+  assert (q.num_train, q.num_test) == (5, 5) and q.spec.name == "test_data_kind:5"
+  np.testing.assert_array_equal(q.train_batch(0)["x"], np.full((64, 1), 7.0))
+
+
+def test_names_resolve_exact_then_kind_then_tfds():
+  cases = {"digits": ("digits", None), "toy2d/ring8": ("toy2d/ring8", None),
+           "images:/data/x:y": ("images:", "/data/x:y"), "text:a.txt": ("text:", "a.txt"),
+           "mnist": ("tfds:", "mnist"), "celeb_a:2.1.0": ("tfds:", "celeb_a:2.1.0"),
+           "tfds:mnist": ("tfds:", "mnist"), "nokind:/x": ("tfds:", "nokind:/x")}
+  for name, (entry, path) in cases.items():
+    got = source.resolve(name)
+    assert (got[0].name, got[1]) == (entry, path), name
+  with pytest.raises(UserError, match="names no path"):
+    source.resolve("arrays:")
+
+
+def test_a_field_declared_twice_needs_the_same_default():
+  register("test_data/same", defaults={"line_points": 12})(_line)  # same default: fine
+  with pytest.raises(ValueError, match="line_points.*test_data/line"):
+    register("test_data/other", defaults={"line_points": 13})(_line)
+  with pytest.raises(ValueError, match="seq_len"):
+    register("test_data/seq", defaults={"seq_len": 64})(_line)  # declared 0 by the text and audio sets
+  assert "test_data/other" not in SOURCES
+
+
+def test_importing_the_data_package_imports_no_reader():
+  script = ("import sys, jaxgen.data\n"
+            "print(sorted(m for m in ('tensorflow_datasets', 'tensorflow', 'PIL', 'scipy') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True)
+  assert out.stdout.strip() == "[]"

@@ -373,7 +373,7 @@ def digits_batch(n=8):
 @pytest.fixture(scope="module")
 def conditional():
   """A class-conditional tiny-U-Net family from configs/ddpm.py and its initial params."""
-  family = build(load_config("ddpm", **SMALL, **{"model.class_conditional": True}), DIGITS)
+  family = build(load_config("ddpm", **SMALL, **{"model.conditional": True}), DIGITS)
   params, state = jax.jit(family.init)(jax.random.key(0), digits_batch())
   return family, params, state
 
@@ -437,11 +437,52 @@ def test_family_eval_terms_add_up(conditional):
   assert float(m["bpd_diffusion"].min()) > 0  # a sum of KLs
 
 
+def test_training_timesteps_are_uniform_and_label_dropout_has_its_rate(conditional):
+  """The simple loss draws t uniformly on 0..T-1 (chi-square goodness of fit) and replaces the
+  label by the null class with probability model.label_dropout (binomial), only in training."""
+  family, _, _ = conditional
+  n, num_t = 20000, family.schedule.num_timesteps
+  batch = {"x": jnp.zeros((n, 8, 8, 1)), "label": jnp.arange(n) % 10}
+  _, t, label, _ = family.training_inputs(batch, jax.random.key(0), train=True)
+  counts = np.bincount(np.asarray(t), minlength=num_t)
+  assert len(counts) == num_t and scipy.stats.chisquare(counts).pvalue > 1e-3, counts
+  dropped = np.asarray(label) == 10
+  rate = family.config.model.label_dropout
+  assert abs(dropped.mean() - rate) < 4 * math.sqrt(rate * (1 - rate) / n), dropped.mean()
+  np.testing.assert_array_equal(np.asarray(label)[~dropped], np.asarray(batch["label"])[~dropped])
+  _, _, kept, _ = family.training_inputs(batch, jax.random.key(0), train=False)
+  np.testing.assert_array_equal(kept, batch["label"])
+
+
+def test_sample_label_semantics(monkeypatch):
+  """sample.label=-1 draws uniformly random labels from the sample key (not a cycle through the
+  classes); k >= 0 gives class k to every sample."""
+  from jaxgen.families import ddpm  # pylint: disable=import-outside-toplevel
+
+  spec = DataSpec(name="points with classes", modality="points", shape=(2,), num_classes=10)
+  family = build(load_config("ddpm_toy2d", **{"model.conditional": True, "model.mlp.hidden": 8,
+                                              "model.num_timesteps": 10, "sample.steps": 1}), spec)
+  params, state = family.init(jax.random.key(0), {"x": jnp.zeros((2, 2))})
+  drawn = []
+  labels_from_config = ddpm.sampling.labels_from_config
+  monkeypatch.setattr(ddpm.sampling, "labels_from_config",
+                      lambda *a: drawn.append(labels_from_config(*a)) or drawn[-1])
+  for key in (1, 2):
+    family.sample(params, state, jax.random.key(key), 200)
+  family.config.sample.label = 3
+  family.sample(params, state, jax.random.key(1), 5)
+  first, second, fixed = (np.asarray(d) for d in drawn)
+  assert set(first) == set(range(10)) and np.any(first != second)
+  assert np.any(first != np.arange(200) % 10)
+  assert scipy.stats.chisquare(np.bincount(first, minlength=10)).pvalue > 1e-3
+  np.testing.assert_array_equal(fixed, [3] * 5)
+
+
 def test_family_rejects_bad_config():
   with pytest.raises(UserError, match="guidance_scale"):
     build(load_config("ddpm", **{"sample.guidance_scale": 2.0}), DIGITS)
   with pytest.raises(UserError, match="no labels"):
-    build(load_config("ddpm", **{"model.network": "mlp", "model.class_conditional": True}),
+    build(load_config("ddpm", **{"model.network": "mlp", "model.conditional": True}),
           DataSpec(name="toy2d/swissroll", modality="points", shape=(2,)))
   with pytest.raises(UserError, match="mlp"):
     build(load_config("ddpm", **{"model.network": "mlp"}), DIGITS)

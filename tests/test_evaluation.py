@@ -14,8 +14,8 @@ import scipy.special
 
 from jaxgen import evaluation as ev
 from jaxgen.data.spec import DataSpec
-from jaxgen.evaluation import gaussian
 from jaxgen.errors import UserError
+from jaxgen.evaluation import gaussian
 
 
 def _scipy_fid(mu1, sigma1, mu2, sigma2):

@@ -1,5 +1,5 @@
 """Tests of the feature networks (FID Inception-v3 against pytorch-fid, digits classifier), the
-torch-free .pth reader, and ``evaluate_samples``."""
+torch-free .pth reader, and the sample metrics on arrays (``evaluate_samples``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from jaxgen import outputs
 from jaxgen.data import digits, toy2d
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
-from jaxgen.evaluation import digits_classifier, evaluator, inception, inception_weights
+from jaxgen.evaluation import digits_classifier, features, inception, inception_weights
 from jaxgen.evaluation.torch_weights import load_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -334,10 +334,10 @@ def test_inception_input_is_the_saved_8bit_image(value_range, tmp_path):
   raw = np.random.default_rng(5).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
   spec = DataSpec("cifar10", "image", (8, 8, 3), levels=256, value_range=value_range)
   x = lo + (hi - lo) * raw.astype(np.float32) / 255  # real examples in model space
-  np.testing.assert_array_equal(evaluator.to_inception_input(x, spec) * 255, raw)
+  np.testing.assert_array_equal(features.to_inception_input(x, spec) * 255, raw)
   # A sample scores as the PNG it is saved as: less than half a level of difference vanishes.
   noise = np.random.default_rng(6).uniform(-0.45, 0.45, x.shape) * (hi - lo) / 255
-  np.testing.assert_array_equal(evaluator.to_inception_input(x + noise, spec) * 255, raw)
+  np.testing.assert_array_equal(features.to_inception_input(x + noise, spec) * 255, raw)
   outputs.write_image_grid(x + noise, spec, str(tmp_path / "grid.png"), scale=1)
   saved = np.asarray(Image.open(tmp_path / "grid.png"))
   np.testing.assert_array_equal(saved[1:9, 1:9], raw[0])  # the grid's first cell (1-pixel pad)
@@ -355,18 +355,20 @@ def test_evaluate_samples_on_digits():
   spec = DataSpec("digits", "image", (8, 8, 1), levels=17, num_classes=10)
   real = _digits_model_space(data.test["x"])
   names = ["fid", "kid", "is", "precision_recall", "density_coverage"]
-  evaluator = ev.SampleEvaluator(names, real, spec)
-  good = evaluator(_digits_model_space(data.train["x"][:600]))
-  noise = evaluator(np.random.default_rng(5).uniform(-1, 1, (600, 8, 8, 1)))
+  good = ev.evaluate_samples(names, _digits_model_space(data.train["x"][:600]), real, spec)
+  noise = ev.evaluate_samples(names, np.random.default_rng(5).uniform(-1, 1, (600, 8, 8, 1)), real, spec)
   assert set(good) == {"fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall",
                        "density", "coverage"}
   assert good["fid"] < 0.1 * noise["fid"] and good["kid_mean"] < 0.1 * noise["kid_mean"]
   assert good["is_mean"] > 7 and good["recall"] > 0.5 and good["coverage"] > 0.8
   assert noise["recall"] < 0.1 and noise["coverage"] < 0.2 and noise["density"] < 0.4
-  threes = evaluator(_digits_model_space(data.train["x"][data.train["label"] == 3][:150]))
+  threes = ev.evaluate_samples(names, _digits_model_space(data.train["x"][data.train["label"] == 3][:150]),
+                               real, spec)
   assert threes["is_mean"] < 1.1 and threes["recall"] < 0.15 < 0.6 < threes["precision"]
+  # The digits classifier's features (auto: 8x8x1 images), computed here without the evaluator.
+  real_features = digits_classifier.digits_features(digits_classifier.to_classifier_input(real, spec))[0]
   assert ev.evaluate_samples(["fid"], real[:100], real, spec) == {"fid": pytest.approx(
-      ev.fid_from_features(evaluator.real.features[:100], evaluator.real.features))}
+      ev.fid_from_features(real_features, real_features[:100]))}
 
 
 def test_evaluate_samples_on_toy2d_mixture():
@@ -381,17 +383,20 @@ def test_evaluate_samples_on_toy2d_mixture():
 
 def test_evaluate_samples_errors_and_unavailable_inception(caplog):
   ring = DataSpec("toy2d/ring8", "points", (2,))
-  with pytest.raises(UserError, match="available: density_coverage, fid, is, kid, mode_coverage"):
+  with pytest.raises(UserError, match="available: density_coverage, density_plot, fid, heldout, is, kid, "
+                                      "mode_coverage, precision_recall, samples"):
     ev.evaluate_samples(["fdi"], np.zeros((4, 2)), np.zeros((4, 2)), ring)
   with pytest.raises(UserError, match="logits"):
-    ev.SampleEvaluator(["is"], np.zeros((4, 2)), ring)
+    ev.evaluate_samples(["is"], np.zeros((4, 2)), np.zeros((4, 2)), ring)
   with pytest.raises(UserError, match="Gaussian-mixture"):
-    ev.SampleEvaluator(["mode_coverage"], np.zeros((4, 2)), DataSpec("toy2d/moons", "points", (2,)))
+    ev.evaluate_samples(["mode_coverage"], np.zeros((4, 2)), np.zeros((4, 2)),
+                        DataSpec("toy2d/moons", "points", (2,)))
+  with pytest.raises(UserError, match="scores a model on the test split"):
+    ev.evaluate_samples(["heldout"], np.zeros((4, 2)), np.zeros((4, 2)), ring)
   cifar = DataSpec("cifar10", "image", (32, 32, 3), levels=256)
   images = np.zeros((4, 32, 32, 3), np.float32)
   with caplog.at_level(logging.WARNING):
     assert ev.evaluate_samples(["fid", "is"], images, images, cifar) == {}
   assert "inception_weights" in caplog.text
-  config = {"inception_weights": "/no/such/file.npz"}
   with pytest.raises(UserError, match="not found"):
-    ev.SampleEvaluator(["fid"], images, cifar, config)
+    ev.evaluate_samples(["fid"], images, images, cifar, {"eval.inception_weights": "/no/such/file.npz"})

@@ -1,4 +1,5 @@
-"""Objectives against closed forms: ELBO / IWAE on a linear-Gaussian model, adversarial losses."""
+"""Objectives against closed forms: ELBO / IWAE on a linear-Gaussian model, adversarial losses,
+log-densities against scipy."""
 
 from __future__ import annotations
 
@@ -78,6 +79,19 @@ def test_kl_closed_form_against_monte_carlo():
   z = mean + jnp.exp(log_std) * jax.random.normal(jax.random.key(1), (200000, 2))
   mc = jnp.mean(losses.gaussian_log_prob(z, mean, log_std) - losses.gaussian_log_prob(z, 0 * z, 0 * z))
   assert float(losses.kl_diag_gaussian_standard_normal(mean, log_std)[0]) == pytest.approx(float(mc), abs=0.01)
+
+
+def test_sum_except_batch_and_gaussian_log_prob_match_numpy_and_scipy():
+  """The sum over event axes of ``[B, ...]`` is per example; ``gaussian_log_prob`` is scipy's
+  ``norm.logpdf`` summed per example, with a scalar mean and a broadcast per-pixel ``log_std``."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 4, 2, 5)).astype(np.float32)
+  np.testing.assert_allclose(losses.sum_except_batch(jnp.asarray(x)), x.reshape(3, -1).sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(losses.sum_except_batch(jnp.asarray(x[:, 0, 0, 0])), x[:, 0, 0, 0])  # [B] stays
+  log_std = rng.normal(scale=0.5, size=(4, 2, 5)).astype(np.float32)
+  expected = stats.norm(0.7, np.exp(log_std.astype(np.float64))).logpdf(x).reshape(3, -1).sum(-1)
+  np.testing.assert_allclose(losses.gaussian_log_prob(jnp.asarray(x), 0.7, jnp.asarray(log_std)), expected,
+                             rtol=1e-5)
 
 
 def test_bernoulli_log_prob_matches_scipy():

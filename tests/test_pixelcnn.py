@@ -131,7 +131,7 @@ def test_nll_equals_sum_of_slow_per_position_log_probs(output, conditional):
     out = np.asarray(net(2.0 * corrupted / (fam.levels - 1) - 1.0, label))
     lp = _reference_level_log_probs(fam, out[:, i, j, c])
     expected += lp[np.arange(2), raw[:, i, j, c]]
-  np.testing.assert_allclose(metrics["nll"], -expected, rtol=2e-5)
+  np.testing.assert_allclose(metrics["nll_nats"], -expected, rtol=2e-5)
   np.testing.assert_allclose(metrics["bits_per_dim"], -expected / (27 * math.log(2)), rtol=2e-5)
   loss, (train_metrics, _) = jax.jit(fam.update_groups()[0].loss_fn)(params, state, batch, jax.random.key(2))
   np.testing.assert_allclose(loss, -expected.mean(), rtol=2e-5)
@@ -147,7 +147,7 @@ def test_uniform_model_over_256_levels_is_exactly_8_bits_per_dim():
   metrics = jax.jit(fam.eval_metrics)(params, state, batch, jax.random.key(1))
   chex.assert_shape(metrics["bits_per_dim"], (4,))
   np.testing.assert_allclose(metrics["bits_per_dim"], 8.0, rtol=1e-6)
-  np.testing.assert_allclose(metrics["nll"], 27 * 8 * math.log(2), rtol=1e-6)
+  np.testing.assert_allclose(metrics["nll_nats"], 27 * 8 * math.log(2), rtol=1e-6)
 
 
 @pytest.mark.parametrize("levels", [2, 17, 256])
@@ -233,6 +233,6 @@ def test_end_to_end_on_digits(workdir):
     results = json.load(f)
   # Eval NLL in nats per image and bits/dim over 64 digits (8x8x1).
   assert results["num_eval_examples"] == 64
-  assert math.isclose(results["bits_per_dim"], results["nll"] / (64 * math.log(2)), rel_tol=1e-5)
+  assert math.isclose(results["bits_per_dim"], results["nll_nats"] / (64 * math.log(2)), rel_tol=1e-5)
   png = Image.open(os.path.join(workdir, "samples", "step_4.png"))
   assert png.size[0] >= 64

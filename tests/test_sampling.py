@@ -1,4 +1,5 @@
-"""jaxgen.sampling: temperature, top-k and top-p against worked examples and brute force."""
+"""jaxgen.sampling: temperature, top-k and top-p against worked examples and brute force; the one
+meaning of ``sample.label``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import scipy.stats
 
 from jaxgen import sampling
 from jaxgen.errors import UserError
@@ -133,3 +135,23 @@ def test_controls_from_config():
   for bad in ({"temperature": -1.0}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5}):
     with pytest.raises(UserError):
       sampling.controls_from_config(ml_collections.ConfigDict(bad))
+
+
+def test_sample_label_minus_one_is_uniform_and_k_is_all_k():
+  """``sample.label=-1``: labels uniform over the classes (chi-square goodness of fit over 20000
+  draws, 6 classes), a function of the key alone; ``k``: class ``k`` for every sample."""
+  uniform = ml_collections.ConfigDict({"label": -1})
+  labels = np.asarray(sampling.labels_from_config(uniform, 6, jax.random.key(0), 20000))
+  assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() <= 5
+  counts = np.bincount(labels, minlength=6)
+  assert scipy.stats.chisquare(counts).pvalue > 1e-3, counts
+  chex.assert_trees_all_equal(sampling.labels_from_config(uniform, 6, jax.random.key(0), 20000), labels)
+  assert not np.array_equal(sampling.labels_from_config(uniform, 6, jax.random.key(1), 20000), labels)
+  for k in (0, 5):
+    chex.assert_trees_all_equal(
+        sampling.labels_from_config(ml_collections.ConfigDict({"label": k}), 6, jax.random.key(0), 7),
+        np.full(7, k, np.int32))
+  assert sampling.labels_from_config(uniform, 0, jax.random.key(0), 7) is None  # unconditional
+  for bad in (6, -2):
+    with pytest.raises(UserError, match=f"sample.label={bad}"):
+      sampling.labels_from_config(ml_collections.ConfigDict({"label": bad}), 6, jax.random.key(0), 7)

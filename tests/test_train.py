@@ -37,7 +37,7 @@ def _checkpoint_steps(workdir):
     ("gan", "digits", ("fid", "is", "precision_recall")), ("gan", "toy2d/grid25", ("mode_coverage", "fid")),
     ("vae", "digits", ()), ("vae", "toy2d/ring8", ())])
 def test_end_to_end(name, data, metrics, workdir):
-  overrides = {"data.name": data, "eval.metrics": metrics}
+  overrides = {"data.name": data, "eval.metrics": ("heldout", "samples", *metrics)}
   if name == "vae" and data.startswith("toy2d"):
     overrides.update({"model.decoder": "gaussian", "data.binarize": "none"})
   config = tiny_config(name, **overrides)
@@ -71,7 +71,7 @@ def test_end_to_end(name, data, metrics, workdir):
 
 
 def test_zero_periods_act_only_at_the_last_step(workdir):
-  config = tiny_config("vae", **{"train.checkpoint_every": 0, "train.log_every": 0, "train.sample_every": 0})
+  config = tiny_config("vae", **{"train.checkpoint_every": 0, "train.log_every": 0, "eval.samples.every": 0})
   train.train_and_evaluate(config, workdir)
   assert _checkpoint_steps(workdir) == [4]
   assert [r["step"] for r in _metrics(workdir) if any(k.startswith("train/") for k in r)] == [4]
@@ -82,12 +82,14 @@ def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
   config = tiny_config("vae", **{"eval.iwae_samples": 8})
   train.train_and_evaluate(config, workdir)
   results = train.evaluate(config, workdir)
-  # Bernoulli decoder on binarized 8x8 digits: discrete likelihood, bits/dim = nats / (64 ln 2).
-  assert results["elbo_bits_per_dim"] == pytest.approx(-results["elbo_nats"] / (64 * math.log(2)), rel=1e-6)
-  assert results["iwae8_bits_per_dim"] == pytest.approx(-results["iwae8_nats"] / (64 * math.log(2)), rel=1e-6)
-  assert results["iwae8_nats"] >= results["elbo_nats"]  # the IWAE bound is tighter
-  assert results["kl"] >= 0
-  assert os.path.exists(os.path.join(workdir, "eval", "step_4.json"))
+  # Bernoulli decoder on binarized 8x8 digits: discrete likelihood, bits/dim = nats / (64 ln 2); the
+  # reported bound is the 8-sample IWAE bound, tighter than the ELBO = KL + reconstruction.
+  assert results["bits_per_dim"] == pytest.approx(results["nll_bound_nats"] / (64 * math.log(2)), rel=1e-6)
+  assert results["nll_bound_nats"] <= results["neg_elbo_nats"]
+  assert results["neg_elbo_nats"] == pytest.approx(results["kl_nats"] + results["recon_nats"], rel=1e-6)
+  assert results["kl_nats"] >= 0
+  with open(os.path.join(workdir, "eval", "step_4.json")) as f:
+    assert json.load(f) == {"step": 4, **results}
   paths = train.sample(config, workdir)
   assert len(paths) == 1 and Image.open(paths[0]).size[0] >= 64
 
@@ -111,7 +113,7 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
   workdir = str(tmp_path / "killed")
   args = [sys.executable, "-m", "jaxgen.main", "--config=configs/gan.py", f"--workdir={workdir}",
           "--config.train.batch_size=16", f"--config.train.steps={steps}", "--config.train.checkpoint_every=5",
-          "--config.train.log_every=2", "--config.train.sample_every=0", "--config.train.progress_bar=False",
+          "--config.train.log_every=2", "--config.eval.samples.every=0", "--config.train.progress_bar=False",
           "--config.sample.num=16", "--config.eval.batch_size=32", "--config.eval.num_batches=2"]
   proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 120
@@ -127,7 +129,7 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
 
 
 def test_train_step_compiles_once_per_run(workdir, monkeypatch):
-  """A whole run -- checkpoints, periodic samples and evaluation, a resume -- traces the step once."""
+  """A whole run -- checkpoints, periodic samples and evaluations, a resume -- traces the step once."""
   steps = []
 
   def guarded(exp):
@@ -137,9 +139,13 @@ def test_train_step_compiles_once_per_run(workdir, monkeypatch):
   make_train_step = train.make_train_step
   monkeypatch.setattr(train, "make_train_step", guarded)
   chex.clear_trace_counter()
-  config = tiny_config("gan", **{"train.steps": 6, "train.sample_every": 2, "train.eval_every": 3})
+  config = tiny_config("gan", **{"train.steps": 6, "eval.metrics": ("heldout", "samples", "fid"),
+                                 "eval.samples.every": 2, "eval.heldout.every": 3, "eval.fid.every": 3})
   train.train_and_evaluate(config, workdir)
   assert steps[-1]._cache_size() == 1
+  # Each evaluator on its own period, all of them at the end.
+  assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_2.png", "step_4.png", "step_6.png"]
+  assert sorted(os.listdir(os.path.join(workdir, "eval"))) == ["step_3.json", "step_6.json"]
   chex.clear_trace_counter()
   train.train_and_evaluate(tiny_config("gan", **{"train.steps": 9}), workdir)  # resumed from step 6
   assert len(steps) == 2 and steps[-1]._cache_size() == 1
@@ -197,6 +203,8 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(workdi
   assert np.isfinite(float(restored.params["model"]["w"]))  # finite, though its next step is the NaN one
 
 
+# Orbax abandons the read coroutines of a damaged step; Python reports them when they are collected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_corrupted_latest_checkpoint_falls_back_to_previous(workdir):
   config = tiny_config("vae")
   train.train_and_evaluate(config, workdir)
@@ -208,8 +216,8 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(workdir):
   exp = train.setup(config, workdir)
   restored = train.restore_for_inference(exp)
   assert int(restored.step) == 2
-  moved = glob.glob(os.path.join(workdir, "checkpoints", "corrupted-4-*"))
-  assert len(moved) == 1, "the damaged checkpoint is kept aside, not deleted"
-  # Training again resumes from step 2 and re-creates step 4.
+  assert _checkpoint_steps(workdir) == [2, 4], "sample / eval modes never write to checkpoints/"
+  # Training again resumes from step 2, moves the damaged step aside (not deleted) and re-creates step 4.
   ts = train.train_and_evaluate(config, workdir)
   assert int(ts.step) == 4 and _checkpoint_steps(workdir) == [2, 4]
+  assert len(glob.glob(os.path.join(workdir, "checkpoints", "corrupted-4-*"))) == 1

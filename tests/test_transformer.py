@@ -87,8 +87,9 @@ def test_nll_equals_slow_per_prefix_reference(positions):
     logp = jax.nn.log_softmax(logits[:, -1])
     reference -= np.asarray(logp[jnp.arange(x.shape[0]), x[:, t]])
   metrics = family.eval_metrics(params, {}, {"x": x, "mask": jnp.ones(3)}, jax.random.key(0))
-  chex.assert_trees_all_close(metrics["nll"], reference, rtol=1e-5)
+  chex.assert_trees_all_close(metrics["nll_nats"], reference, rtol=1e-5)
   chex.assert_trees_all_close(metrics["bits_per_char"], reference / (T * math.log(2)), rtol=1e-5)
+  chex.assert_trees_all_equal(metrics["bits_per_dim"], metrics["bits_per_char"])
   loss, (train_metrics, _) = family.update_groups()[0].loss_fn(params, {}, {"x": x},
                                                                jax.random.key(0))
   chex.assert_trees_all_close(loss, reference.mean() / T, rtol=1e-5)

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import sys
 
 import jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from jaxgen import (
+  config_defaults,  # noqa: E402
+  families,  # noqa: E402
+)
 from jaxgen import data as data_lib  # noqa: E402
-from jaxgen import families  # noqa: E402
 from jaxgen.timing import median_seconds  # noqa: E402
 
 #: (sampler, steps): steps is ignored by the ancestral sampler, which always takes T steps.
@@ -29,7 +31,7 @@ SAMPLERS = (("ddpm", 1000), ("ddim", 100), ("ddim", 50))
 
 def run(quick: bool = False) -> list[dict]:
   """One row per sampler: ``{name, data, num, steps, seconds_per_batch, samples_per_s, device}``."""
-  config = runpy.run_path(os.path.join(ROOT, "configs", "ddpm.py"))["get_config"]()
+  config = config_defaults.load(os.path.join(ROOT, "configs", "ddpm.py"))
   num = 16 if quick else 64
   data = data_lib.build(config)
   family = families.build(config, data.spec)

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import runpy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import families
-from jaxgen.timing import median_seconds
+from jaxgen import config_defaults, families
 from jaxgen.data.spec import DataSpec
+from jaxgen.timing import median_seconds
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 
 def _wavenet(length: int, repeats: int) -> dict:
-  config = runpy.run_path(str(CONFIGS / "wavenet.py"))["get_config"]()
+  config = config_defaults.load(str(CONFIGS / "wavenet.py"))
   spec = DataSpec("audio/tones", "audio", (length,), levels=256, num_classes=4, sample_rate=8000)
   family = families.build(config, spec)
   params, _ = jax.jit(family.init)(jax.random.key(0), {"x": jnp.zeros((1, length), jnp.int32),
@@ -50,7 +49,7 @@ def _wavenet(length: int, repeats: int) -> dict:
 
 
 def _pixelcnn(batch: int, repeats: int) -> dict:
-  config = runpy.run_path(str(CONFIGS / "pixelcnn.py"))["get_config"]()
+  config = config_defaults.load(str(CONFIGS / "pixelcnn.py"))
   spec = DataSpec("digits", "image", (8, 8, 1), levels=17, value_range=(-1.0, 1.0), num_classes=10)
   family = families.build(config, spec)
   params, state = jax.jit(family.init)(jax.random.key(0), {"x": jnp.zeros((1, 8, 8, 1))})

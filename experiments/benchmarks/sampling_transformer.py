@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from jaxgen import families
-from jaxgen.timing import median_seconds
 from jaxgen.data.spec import DataSpec
 from jaxgen.data.text import ASCII_VOCAB
+from jaxgen.timing import median_seconds
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import sys
 import tempfile
 import time
@@ -23,21 +22,11 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
-from jaxgen import parallel, train  # noqa: E402
-
-
-def set_field(config, key: str, value: str):
-  *parents, leaf = key.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = type(node[leaf])(eval(value)) if not isinstance(node[leaf], str) else value  # noqa: S307
+from jaxgen import config_defaults, parallel, train  # noqa: E402
 
 
 def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
-  config = runpy.run_path(config_path)["get_config"]()
-  for item in overrides:
-    set_field(config, *item.split("=", 1))
+  config = config_defaults.load(config_path, overrides)
   config.train.steps = warmup + steps + 1
   with tempfile.TemporaryDirectory() as workdir:
     exp = train.setup(config, workdir)
@@ -78,7 +67,7 @@ def main():
   parser.add_argument("configs", nargs="+")
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--warmup", type=int, default=20)
-  parser.add_argument("--set", action="append", default=[], help="config override key=value (all configs)")
+  parser.add_argument("--set", action="append", default=[], help="config override key=value (all configs), parsed as --config.key=value")
   parser.add_argument("--cpu_devices", type=int, default=0,
                       help="split the CPU into this many JAX devices, as jaxgen.main --cpu_devices")
   args = parser.parse_args()

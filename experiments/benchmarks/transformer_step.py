@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import runpy
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen import families, optim, parallel
+from jaxgen import config_defaults, families, optim, parallel
 from jaxgen.data import text
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
@@ -49,7 +48,7 @@ def make_step(family, tx, replicated):
 
 def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
   """Time ``steps`` steps (default 50, quick 10); optionally train ``eval_after`` and evaluate."""
-  config = runpy.run_path(str(CONFIG))["get_config"]()
+  config = config_defaults.load(str(CONFIG))
   steps = steps or (10 if quick else 50)
   raw = text.load_pystdlib(config.data)
   family = families.build(config, raw.spec)

@@ -1,6 +1,6 @@
 """``audio/tones``: a synthesized, deterministic 1-D audio data set, and mu-law companding.
 
-Clips are ``data.seq_len`` samples (default 1024) at ``SAMPLE_RATE`` = 8000 Hz, of four kinds
+Clips are ``data.seq_len`` samples (0: ``DEFAULT_SEQ_LEN`` = 1024) at ``SAMPLE_RATE`` = 8000 Hz, of four kinds
 (the label, ``num_classes=4``):
 
 0. ``tone``: a harmonic tone, ``f0`` from a fixed set of notes (A minor pentatonic, 220-880 Hz),
@@ -13,13 +13,17 @@ Peaks are scaled to ``[0.3, 0.9]`` and the waveform is mu-law encoded (``mu = 25
 codes in ``{0..255}`` (``levels=256``). The set is fixed: it is drawn from its own seed
 (``SEED``), not ``config.seed``, so every run and every user sees the same clips; labels cycle
 through the kinds, so the classes are balanced. ``NUM_TRAIN`` / ``NUM_TEST`` clips.
+
+Also the conventions every audio source shares: ``mu_law_encode`` / ``mu_law_decode``,
+``clip_codes`` (cut or pad a clip to ``seq_len`` samples) and ``clip_length`` (``data.seq_len``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jaxgen.data.spec import EMBEDDED, DataSpec, RawData
+from jaxgen.data import source
+from jaxgen.data.spec import DataSpec, RawData
 from jaxgen.errors import UserError
 
 SAMPLE_RATE = 8000
@@ -30,6 +34,8 @@ SEED = 20160912  # WaveNet's arXiv date; the data set's own seed
 KINDS = ("tone", "chirp", "pluck", "tremolo")
 NOTES = 220.0 * 2.0 ** (np.array([0, 3, 5, 7, 10, 12, 15, 17, 19, 22, 24]) / 12.0)  # A minor pentatonic
 MU = 255
+PCM_SCALE = 32768.0  # 16-bit PCM full scale
+DEFAULTS = {"seq_len": 0}  # samples per clip (0 = the source's default, here DEFAULT_SEQ_LEN)
 
 
 def mu_law_encode(x: np.ndarray, mu: int = MU) -> np.ndarray:
@@ -47,6 +53,30 @@ def mu_law_decode(codes: np.ndarray, mu: int = MU) -> np.ndarray:
   """Codes in ``{0..mu}`` -> waveform: ``sign(y) ((1+mu)^|y| - 1) / mu`` with ``y = 2 c / mu - 1``."""
   y = 2.0 * np.asarray(codes, np.float64) / mu - 1.0
   return np.sign(y) * ((1.0 + mu) ** np.abs(y) - 1.0) / mu
+
+
+def clip_codes(pcm: np.ndarray, seq_len: int) -> np.ndarray:
+  """One mono clip's samples ``[L]`` -> mu-law codes uint8 ``[seq_len]``.
+
+  Integer samples are 16-bit PCM (divided by 32768); float samples are taken as already in
+  ``[-1, 1]``. The first ``seq_len`` samples are kept, zero-padded (silence, code 128) at the end
+  when ``L < seq_len``.
+  """
+  pcm = np.asarray(pcm)
+  if pcm.ndim != 1:
+    raise UserError(f"audio clips of shape {pcm.shape} are not mono: only mono audio is read")
+  wave = pcm.astype(np.float64) / (PCM_SCALE if np.issubdtype(pcm.dtype, np.integer) else 1.0)
+  padded = np.zeros(seq_len)
+  padded[:min(len(wave), seq_len)] = wave[:seq_len]
+  return mu_law_encode(padded).astype(np.uint8)
+
+
+def clip_length(data_config, what: str) -> int:
+  """``data.seq_len`` (0 or missing: ``DEFAULT_SEQ_LEN``), checked to be >= 2."""
+  length = int(data_config.get("seq_len", 0)) or DEFAULT_SEQ_LEN
+  if length < 2:
+    raise UserError(f"data.seq_len={length} is too short for {what}: use a length >= 2 (e.g. 4096)")
+  return length
 
 
 def _adsr(rng: np.random.Generator, n: int, t: np.ndarray) -> np.ndarray:
@@ -115,16 +145,14 @@ def synthesize(num: int, seq_len: int, rng: np.random.Generator) -> tuple[np.nda
   return waves, labels
 
 
-@EMBEDDED.register("audio/tones")
+@source.register("audio/tones", defaults=DEFAULTS)
 def load(data_config) -> RawData:
   """The ``audio/tones`` clips (module docstring); ``data_config.seq_len`` sets the clip length."""
-  seq_len = int(data_config.get("seq_len", DEFAULT_SEQ_LEN))
-  if seq_len < 2:
-    raise UserError(f"data.seq_len={seq_len} is too short for audio/tones: use a length >= 2 (e.g. 1024)")
+  length = clip_length(data_config, "audio/tones")
   splits = {}
   for index, (split, num) in enumerate((("train", NUM_TRAIN), ("test", NUM_TEST))):
-    waves, labels = synthesize(num, seq_len, np.random.default_rng([SEED, index]))
+    waves, labels = synthesize(num, length, np.random.default_rng([SEED, index]))
     splits[split] = {"x": mu_law_encode(waves), "label": labels}
-  spec = DataSpec(name="audio/tones", modality="audio", shape=(seq_len,), levels=MU + 1,
+  spec = DataSpec(name="audio/tones", modality="audio", shape=(length,), levels=MU + 1,
                   num_classes=len(KINDS), sample_rate=SAMPLE_RATE)
   return RawData(train=splits["train"], test=splits["test"], spec=spec)

@@ -13,7 +13,8 @@ import pathlib
 
 import numpy as np
 
-from jaxgen.data.spec import EMBEDDED, DataSpec, RawData
+from jaxgen.data import source
+from jaxgen.data.spec import DataSpec, RawData
 
 NUM_TRAIN = 1500
 
@@ -30,7 +31,7 @@ def _digits_csv() -> pathlib.Path:
   return pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
 
 
-@EMBEDDED.register("digits")
+@source.register("digits")
 def load(data_config) -> RawData:
   del data_config  # nothing to configure
   with gzip.open(_digits_csv(), "rt") as f:

@@ -5,8 +5,8 @@ Order of training examples
 The training stream is the concatenation of epochs ``e = 0, 1, ...``, epoch ``e`` being the
 permutation ``default_rng([seed, 0, e]).permutation(N)`` of the ``N`` training examples. The global
 batch of step ``s`` is items ``[s*B, (s+1)*B)`` of that stream (``B = train.batch_size``; a batch may
-straddle two epochs), and its random preprocessing (dequantization, dynamic binarization) uses
-``default_rng([seed, 1, s])``. So a batch depends on ``(seed, s)`` only: a resumed run sees exactly
+straddle two epochs), and its random preprocessing (dequantization, dynamic binarization, random
+flips) uses ``default_rng([seed, 1, s])``. So a batch depends on ``(seed, s)`` only: a resumed run sees exactly
 the batches of an uninterrupted one, whatever the number of processes. Process ``p`` of ``P`` gets
 rows ``[p*B/P, (p+1)*B/P)`` and reads only those examples.
 
@@ -19,44 +19,19 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
 
 import ml_collections
 import numpy as np
 
+from jaxgen.data import source as source_lib
 from jaxgen.data.preprocess import Preprocessor
-from jaxgen.data.spec import EMBEDDED, DataSpec
-from jaxgen.data.tfds_source import TfdsSource
+from jaxgen.data.source import Batch, Source
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 
-Batch = dict[str, np.ndarray]
-
 # Independent random streams under one seed: default_rng([seed, stream, counter]).
-_PERMUTATION, _TRAIN_NOISE, _EVAL_NOISE, _HELD_OUT_NOISE = range(4)
-
-
-class Source(Protocol):
-  """Random access to the raw examples of one split."""
-
-  def __len__(self) -> int:
-    ...
-
-  def get(self, indices: np.ndarray) -> Batch:
-    """Raw examples at ``indices`` (int ``[b]``): ``"x"`` ``[b, ...]``, optionally ``"label"``."""
-    ...
-
-
-class ArraySource:
-  """A split held in memory as arrays with a leading example axis."""
-
-  def __init__(self, arrays: Batch):
-    self._arrays = arrays
-
-  def __len__(self) -> int:
-    return len(self._arrays["x"])
-
-  def get(self, indices: np.ndarray) -> Batch:
-    return {k: v[indices] for k, v in self._arrays.items()}
+_PERMUTATION, _TRAIN_NOISE, _EVAL_NOISE, _HELD_OUT_NOISE, _TRAIN_SPLIT_NOISE = range(5)
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,7 +87,7 @@ class Pipeline:
     rows = self._local_rows(self._batch_size)
     positions = np.arange(rows.start, rows.stop, dtype=np.int64) + step * self._batch_size
     raw = self._train.get(train_indices(self._seed, self.num_train, positions))
-    return self._preprocess(raw, self._noise(_TRAIN_NOISE, step), rows, self._batch_size)
+    return self._preprocess(raw, self._noise(_TRAIN_NOISE, step), rows, self._batch_size, train=True)
 
   def iterate_train(self, start_step: int = 0, transform: Callable[[Batch], Any] | None = None
                     ) -> Iterator[tuple[int, Any]]:
@@ -161,27 +136,37 @@ class Pipeline:
       thread.join(timeout=10)
 
   def eval_batches(self, batch_size: int, num_batches: int = 0) -> Iterator[Batch]:
-    """The test split in order, ``batch_size`` rows per process per batch.
+    """The test split in order: ``split_batches("test", batch_size, num_batches)``."""
+    return self.split_batches("test", batch_size, num_batches)
 
-    Global batch ``i`` holds test examples ``[i*G, (i+1)*G)``, ``G = batch_size * process_count``,
-    and this process gets rows ``[p*batch_size, (p+1)*batch_size)`` of it. Every test example
+  def split_batches(self, split: str, batch_size: int, num_batches: int = 0) -> Iterator[Batch]:
+    """Split ``split`` (``"train"`` or ``"test"``) in its own order, ``batch_size`` rows per
+    process per batch, without random flips (for evaluation and reference statistics).
+
+    Global batch ``i`` holds examples ``[i*G, (i+1)*G)``, ``G = batch_size * process_count``,
+    and this process gets rows ``[p*batch_size, (p+1)*batch_size)`` of it. Every example
     appears exactly once; the last batch is padded to full size (repeating example 0). Every
     batch carries ``"mask"`` float32 ``[batch_size]``: 1 for real examples, 0 for padding. Random
-    preprocessing of batch ``i`` uses ``default_rng([seed, 2, i])``, so evaluation is the same
-    every time. ``num_batches > 0`` stops after that many batches.
+    preprocessing of batch ``i`` uses ``default_rng([seed, 2, i])`` for the test split and
+    ``default_rng([seed, 4, i])`` for the training split, so it is the same every time.
+    ``num_batches > 0`` stops after that many batches.
     """
     if batch_size <= 0:
       raise UserError(f"eval batch size {batch_size} must be positive: raise eval.batch_size")
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data, size = (self._test, self.num_test) if split == "test" else (self._train, self.num_train)
+    stream = _EVAL_NOISE if split == "test" else _TRAIN_SPLIT_NOISE
     global_size = batch_size * self._process_count
-    total = -(-self.num_test // global_size)
+    total = -(-size // global_size)
     if num_batches > 0:
       total = min(total, num_batches)
     rows = self._local_rows(global_size)
     for i in range(total):
       positions = np.arange(rows.start, rows.stop, dtype=np.int64) + i * global_size
-      real = positions < self.num_test
-      batch = self._preprocess(self._test.get(np.where(real, positions, 0)),
-                               self._noise(_EVAL_NOISE, i), rows, global_size)
+      real = positions < size
+      batch = self._preprocess(data.get(np.where(real, positions, 0)), self._noise(stream, i), rows,
+                               global_size)
       batch["mask"] = real.astype(np.float32)
       yield batch
 
@@ -205,7 +190,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
           process_count: int = 1) -> Pipeline:
   """The input pipeline for ``config`` (see the module docstring), for one process.
 
-  ``config.data.name`` is an embedded set (``EMBEDDED``) or any tensorflow-datasets name.
+  ``config.data.name`` is resolved by the data-source registry (:mod:`jaxgen.data.source`).
   """
   batch_size = int(config.train.batch_size)
   if batch_size <= 0 or batch_size % process_count:
@@ -217,15 +202,7 @@ def build(config: ml_collections.ConfigDict, *, process_index: int = 0,
   if config.seed < 0:
     raise UserError(f"seed={config.seed} is negative: set --config.seed to a number >= 0")
   data = _data_config(config)
-  name = str(data.name)
-  if name in EMBEDDED:
-    raw = EMBEDDED.get(name)(data)
-    train, test, raw_spec = ArraySource(raw.train), ArraySource(raw.test), raw.spec
-  else:
-    data_dir = str(data.data_dir) or None
-    train = TfdsSource(name, str(data.train_split), data_dir)
-    test = TfdsSource(name, str(data.test_split), data_dir)
-    raw_spec = train.spec
-  return Pipeline(train, test, Preprocessor(raw_spec, data), seed=int(config.seed),
+  splits = source_lib.load(data)
+  return Pipeline(splits.train, splits.test, Preprocessor(splits.spec, data), seed=int(config.seed),
                   batch_size=batch_size, prefetch=int(data.prefetch), process_index=process_index,
                   process_count=process_count)

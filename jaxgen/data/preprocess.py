@@ -11,6 +11,9 @@ Images, with ``L`` raw levels, intensity ``raw / (L - 1)`` and ``(lo, hi) = valu
   ``x = lo + (hi - lo) * (raw + u) / L``, ``u`` uniform on the midpoints of a grid of
   ``DEQUANT_GRID`` cells of ``[0, 1)`` (see :func:`_dequantization_noise`). Then ``x`` lies in
   ``[lo, hi)`` and ``floor((x - lo) / (hi - lo) * L) = raw`` exactly in float32.
+* ``random_flip`` (training batches only): each image is mirrored horizontally (``x[:, ::-1]``)
+  with probability 1/2, drawn after the noise above from the same Generator (so the other draws do
+  not change when flips are switched on).
 
 Points stay float32 and tokens (text, audio) int32, unchanged. Noise comes from a numpy Generator
 the caller seeds; it is drawn for the whole global batch and sliced to this process's rows, so the
@@ -47,6 +50,7 @@ class Preprocessor:
     self.raw_spec = raw_spec
     self._binarize = str(data_config.binarize)
     self._dequantize = bool(data_config.dequantize)
+    self._random_flip = bool(data_config.get("random_flip", False))
     scale = str(data_config.scale).replace(" ", "")
     if scale not in SCALES:
       raise UserError(f"data.scale={data_config.scale!r} is not one of {list(SCALES)}: set one of them")
@@ -54,24 +58,29 @@ class Preprocessor:
       raise UserError(
           f"data.binarize={self._binarize!r} is not one of {list(BINARIZE)}: set one of them")
     if raw_spec.modality != "image":
-      if self._binarize != "none" or self._dequantize:
+      if self._binarize != "none" or self._dequantize or self._random_flip:
         raise UserError(
-            f"data.binarize / data.dequantize apply to images, and {raw_spec.name!r} holds "
-            f"{raw_spec.modality}: set data.binarize='none' and data.dequantize=False")
+            f"data.binarize / data.dequantize / data.random_flip apply to images, and "
+            f"{raw_spec.name!r} holds {raw_spec.modality}: set data.binarize='none', "
+            "data.dequantize=False and data.random_flip=False")
       self.spec = raw_spec
       return
     levels = 2 if self._binarize != "none" else raw_spec.levels
     value_range = (0.0, 1.0) if levels == 2 else SCALES[scale]
     self.spec = dataclasses.replace(
         raw_spec, levels=levels, value_range=value_range, dequantized=self._dequantize)
+    # Without dequantization x depends on the level only: a table, level -> x.
+    self._levels = None if self._dequantize else self._model_space(np.arange(levels, dtype=np.float32))
 
   @property
   def uses_noise(self) -> bool:
-    """Whether :meth:`__call__` draws random numbers (dynamic binarization, dequantization)."""
-    return self.raw_spec.modality == "image" and (self._binarize == "dynamic" or self._dequantize)
+    """Whether :meth:`__call__` draws random numbers (dynamic binarization, dequantization,
+    random flips)."""
+    return self.raw_spec.modality == "image" and (
+        self._binarize == "dynamic" or self._dequantize or self._random_flip)
 
   def __call__(self, raw: dict[str, np.ndarray], rng: np.random.Generator | None, rows: slice,
-               global_size: int) -> dict[str, np.ndarray]:
+               global_size: int, train: bool = False) -> dict[str, np.ndarray]:
     """Model-space batch from raw examples.
 
     Args:
@@ -81,6 +90,7 @@ class Preprocessor:
         :attr:`uses_noise`).
       rows: which rows of the global batch ``raw`` holds.
       global_size: the global batch size (the noise is drawn for all of it).
+      train: a training batch (random flips apply to training batches only).
 
     Returns:
       ``{"x": float32 [b, *shape] (int32 for text/audio), "label": int32 [b] (if present)}``.
@@ -97,20 +107,26 @@ class Preprocessor:
       return out
     shape = (global_size, *self.raw_spec.shape)
     x = np.asarray(raw["x"])
-    intensity = x.astype(np.float32) / (self.raw_spec.levels - 1)
-    if self._binarize == "static":
-      x = intensity > 0.5
-    elif self._binarize == "dynamic":
-      x = rng.random(shape, dtype=np.float32)[rows] < intensity
-    level = x.astype(np.float32)
+    if self._binarize != "none":
+      intensity = x.astype(np.float32) / (self.raw_spec.levels - 1)
+      x = (intensity > 0.5 if self._binarize == "static"
+           else rng.random(shape, dtype=np.float32)[rows] < intensity).view(np.uint8)
     if self._dequantize:
-      level += _dequantization_noise(rng, shape)[rows]
+      out["x"] = self._model_space(x.astype(np.float32) + _dequantization_noise(rng, shape)[rows])
+    else:  # the values of _model_space, looked up: one pass instead of three
+      out["x"] = np.take(self._levels, x)
+    if train and self._random_flip:
+      flip = rng.random(global_size)[rows] < 0.5
+      out["x"][flip] = out["x"][flip, :, ::-1]
+    return out
+
+  def _model_space(self, level: np.ndarray) -> np.ndarray:
+    """``lo + (hi - lo) * level / denominator`` (float32 ``level``; module docstring)."""
     denominator = self.spec.levels - (0 if self._dequantize else 1)
     lo, hi = self.spec.value_range
-    # lo + (hi - lo) * level / denominator with one rounding: the numerator is exact in float32
-    # (hi - lo and lo are small integers, level has at most 21 significant bits).
-    out["x"] = ((hi - lo) * level + lo * denominator) / np.float32(denominator)
-    return out
+    # One rounding: the numerator is exact in float32 (hi - lo and lo are small integers, level
+    # has at most 21 significant bits).
+    return ((hi - lo) * level + lo * denominator) / np.float32(denominator)
 
 
 def _dequantization_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

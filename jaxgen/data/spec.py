@@ -1,4 +1,4 @@
-"""What a data set looks like to a model family, and the registry of embedded data sets.
+"""What a data set looks like to a model family: :class:`DataSpec`, and :class:`RawData`.
 
 Model space
 -----------
@@ -20,11 +20,8 @@ Families see ``batch["x"]`` in *model space*:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import numpy as np
-
-from jaxgen.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +50,7 @@ class DataSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RawData:
-  """An embedded data set held in memory: raw arrays per split plus its spec.
+  """A data set held in memory: raw arrays per split plus its spec (what most loaders return).
 
   ``train`` and ``test`` map feature names to arrays with a leading example axis: ``"x"`` in raw
   form (integer images ``[N, H, W, C]`` in ``{0..levels-1}``, float points ``[N, D]``, int tokens
@@ -64,8 +61,3 @@ class RawData:
   train: dict[str, np.ndarray]
   test: dict[str, np.ndarray]
   spec: DataSpec
-
-
-#: Embedded (offline) data sets: name -> loader(data_config) -> RawData. Names not found here
-#: are looked up in tensorflow-datasets.
-EMBEDDED: Registry[Callable[..., RawData]] = Registry("data set")

@@ -1,12 +1,14 @@
 """Character-level text data: the embedded ``text/pystdlib`` corpus and ``tiny_shakespeare``.
 
-Conventions shared by every text set:
+Conventions shared by every text set (``text:PATH`` files included, :mod:`jaxgen.data.text_file`):
 
 * A corpus is one long string. The first 90% of its characters are the training text, the last
-  10% the test text (a split by position, no randomness).
+  10% the test text (a split by position, no randomness; ``split_point``). Text files use
+  ``data.test_fraction`` (default 0.1) instead of the fixed 10%.
 * Characters become token ids by their index in ``vocab`` (a tuple of single characters sorted by
   code point); characters outside the vocabulary become ``unknown``.
-* Examples are windows of ``T = data.seq_len`` consecutive tokens, ``x`` int32 ``[N, T]``.
+* Examples are windows of ``T = data.seq_len`` consecutive tokens (0: ``DEFAULT_SEQ_LEN``),
+  ``x`` int32 ``[N, T]``.
   Training windows start every ``data.stride`` characters (overlapping when ``stride < T``, so
   each character is seen at several positions); test windows do not overlap (each test character
   is scored once). The families shift internally: a window is the whole sequence to model,
@@ -21,7 +23,7 @@ The vocabulary is fixed whatever the version: newline plus the 95 printable ASCI
 
 ``tiny_shakespeare`` (Karpathy 2015) is read with ``tfds.data_source`` from a prepared
 tensorflow-datasets directory (``data.data_dir``); its vocabulary is the sorted set of characters
-of the whole text (65 for the real data set), as in char-rnn and nanoGPT.
+of the whole text (``char_vocab``; 65 for the real data set), as in char-rnn and nanoGPT.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxgen.data.spec import EMBEDDED, DataSpec, RawData
+from jaxgen.data import source, tfds_common
+from jaxgen.data.spec import DataSpec, RawData
 from jaxgen.errors import UserError
 
 #: Modules of ``text/pystdlib``, in concatenation order (each ``<name>.py`` under the stdlib).
@@ -47,6 +50,10 @@ PYSTDLIB_MODULES = (
 ASCII_VOCAB = ("\n",) + tuple(chr(c) for c in range(32, 127))
 TEST_FRACTION = 0.1
 DEFAULT_SEQ_LEN = 64
+DEFAULTS = {
+    "seq_len": 0,  # tokens per example (0 = the source's default, here DEFAULT_SEQ_LEN)
+    "stride": 0,  # training windows start every `stride` tokens (0 = seq_len // 4)
+}
 
 
 def encode(text: str, vocab: tuple[str, ...], unknown: str | None = None) -> np.ndarray:
@@ -64,6 +71,11 @@ def encode(text: str, vocab: tuple[str, ...], unknown: str | None = None) -> np.
       raise ValueError(f"{int((~known).sum())} characters are outside the vocabulary")
     ids = np.where(known, ids, vocab.index(unknown))
   return ids.astype(np.int32)
+
+
+def char_vocab(text: str) -> tuple[str, ...]:
+  """The characters of ``text``, sorted by code point: the vocabulary of a corpus read as it is."""
+  return tuple(sorted(set(text)))
 
 
 def decode(tokens: np.ndarray, vocab: tuple[str, ...]) -> str:
@@ -84,12 +96,18 @@ def windows(tokens: np.ndarray, seq_len: int, stride: int) -> np.ndarray:
 
 
 def window_lengths(data_config: Any) -> tuple[int, int]:
-  """``(seq_len, stride)`` from ``data.seq_len`` / ``data.stride`` (stride 0 or missing: T // 4)."""
-  seq_len = int(data_config.get("seq_len", DEFAULT_SEQ_LEN))
+  """``(seq_len, stride)`` from ``data.seq_len`` / ``data.stride`` (0 or missing: ``DEFAULT_SEQ_LEN``
+  and T // 4)."""
+  seq_len = int(data_config.get("seq_len", 0)) or DEFAULT_SEQ_LEN
   stride = int(data_config.get("stride", 0)) or max(1, seq_len // 4)
   if seq_len < 2 or stride < 1:
     raise UserError(f"data.seq_len={seq_len} / data.stride={stride}: use seq_len >= 2, stride >= 1")
   return seq_len, stride
+
+
+def split_point(length: int, test_fraction: float = TEST_FRACTION) -> int:
+  """Tokens ``[:split_point]`` are the training text, the rest the test text."""
+  return int(round(length * (1.0 - test_fraction)))
 
 
 def text_data(name: str, text: str, vocab: tuple[str, ...], data_config: Any,
@@ -97,7 +115,7 @@ def text_data(name: str, text: str, vocab: tuple[str, ...], data_config: Any,
   """RawData of a corpus under this module's conventions (split, vocabulary, windows)."""
   seq_len, stride = window_lengths(data_config)
   tokens = encode(text, vocab, unknown)
-  split = int(round(len(tokens) * (1.0 - TEST_FRACTION)))
+  split = split_point(len(tokens))
   spec = DataSpec(name=name, modality="text", shape=(seq_len,), levels=len(vocab), vocab=vocab)
   return RawData(train={"x": windows(tokens[:split], seq_len, stride)},
                  test={"x": windows(tokens[split:], seq_len, seq_len)}, spec=spec)
@@ -123,12 +141,12 @@ def pystdlib_origin() -> dict[str, Any]:
           "modules": PYSTDLIB_MODULES, "num_chars": len(pystdlib_text())}
 
 
-@EMBEDDED.register("text/pystdlib")
+@source.register("text/pystdlib", defaults=DEFAULTS)
 def load_pystdlib(data_config) -> RawData:
   return text_data("text/pystdlib", pystdlib_text(), ASCII_VOCAB, data_config, unknown="?")
 
 
-@EMBEDDED.register("tiny_shakespeare")
+@source.register("tiny_shakespeare", defaults={**DEFAULTS, **tfds_common.DEFAULTS})
 def load_tiny_shakespeare(data_config) -> RawData:
   """``tiny_shakespeare`` from tfds: its train and test strings joined, then split as above.
 
@@ -137,17 +155,13 @@ def load_tiny_shakespeare(data_config) -> RawData:
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  data_dir = data_config.get("data_dir") or None
-  try:
-    splits = [tfds.data_source("tiny_shakespeare", split=split, data_dir=data_dir, download=False)
-              for split in ("train", "validation", "test")]
-  except Exception as e:  # tfds raises several types for "not prepared"
-    raise UserError(f"tiny_shakespeare is not prepared in the tensorflow-datasets directory "
-                    f"({e}); prepare it once with network access (python -c \"import "
-                    "tensorflow_datasets as tfds; tfds.data_source('tiny_shakespeare', "
-                    "split='train')\") and set --config.data.data_dir if not the default") from e
+  data_dir = tfds_common.data_dir(data_config)
+  splits = [tfds_common.open_split(
+      lambda split=split: tfds.data_source("tiny_shakespeare", split=split, data_dir=data_dir,
+                                           download=False), "tiny_shakespeare", split, data_dir)
+            for split in ("train", "validation", "test")]
   text = "".join(_as_str(source[i]["text"]) for source in splits for i in range(len(source)))
-  return text_data("tiny_shakespeare", text, tuple(sorted(set(text))), data_config)
+  return text_data("tiny_shakespeare", text, char_vocab(text), data_config)
 
 
 def _as_str(value: Any) -> str:

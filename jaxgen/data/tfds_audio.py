@@ -6,7 +6,7 @@ converted once and held in memory:
 
 * the ``audio`` feature (mono, variable length; integer samples are 16-bit PCM) becomes a waveform
   ``w = pcm / 32768`` in ``[-1, 1)`` (float samples are taken as already in ``[-1, 1]``);
-* each clip is cut to ``T = data.seq_len`` samples: its *first* ``T`` samples, zero-padded
+* each clip is cut to ``T = data.seq_len`` samples (0: 1024): its *first* ``T`` samples, zero-padded
   (silence) at the end when it is shorter. Both sets are trimmed or centred on the utterance, so
   the start holds the sound and the padding is silence;
 * ``x`` = ``audio.mu_law_encode(w)``: 256 mu-law codes (``levels=256``), padding = code 128. The
@@ -32,26 +32,19 @@ too, with ``pydub`` (the builders decode the .wav files with it) and ``importlib
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 
-from jaxgen.data.audio import DEFAULT_SEQ_LEN, mu_law_encode
-from jaxgen.data.spec import EMBEDDED, DataSpec, RawData
+from jaxgen.data import audio, source, tfds_common
+from jaxgen.data.spec import DataSpec, RawData
 from jaxgen.errors import UserError
 
 #: FSDD's README: "Recordings numbered 0-4 (inclusive) are in the test and 5-49 are in the training set."
 FSDD_NUM_TEST_INDICES = 5
 _FSDD_FILENAME = re.compile(r"^(\d+)_([^_]+)_(\d+)\.wav$")
-PCM_SCALE = 32768.0  # 16-bit PCM full scale
-
-
-def _prepare_hint(name: str, data_dir: str | None) -> str:
-  where = f", data_dir={data_dir!r}" if data_dir else ""
-  return ("prepare it once with network access (pip install tensorflow-cpu pydub importlib_resources; "
-          f"python -c \"import tensorflow_datasets as tfds; tfds.builder({name!r}{where}, "
-          "file_format='array_record').download_and_prepare()\") and set --config.data.data_dir "
-          "if not the tfds default")
+#: What preparing (and reading) these sets needs besides tensorflow-datasets (module docstring).
+PACKAGES = "tensorflow-cpu pydub importlib_resources"
+DEFAULTS = {**tfds_common.DEFAULTS, **audio.DEFAULTS, "train_split": "train", "test_split": "test"}
 
 
 def _builder(name: str, data_dir: str | None):
@@ -63,28 +56,6 @@ def _builder(name: str, data_dir: str | None):
   except ModuleNotFoundError as e:  # tfds.features.Audio imports TensorFlow (module docstring)
     raise UserError(f"reading the tensorflow-datasets audio set {name!r} needs TensorFlow "
                     f"({e}): pip install tensorflow-cpu") from None
-
-
-def clip_codes(pcm: np.ndarray, seq_len: int) -> np.ndarray:
-  """One clip's samples ``[L]`` -> mu-law codes uint8 ``[seq_len]`` (module docstring).
-
-  Integer samples are divided by 32768; the first ``seq_len`` samples are kept, zero-padded at the
-  end when ``L < seq_len``.
-  """
-  pcm = np.asarray(pcm)
-  if pcm.ndim != 1:
-    raise UserError(f"audio clips of shape {pcm.shape} are not mono: only mono tfds audio sets are read")
-  wave = pcm.astype(np.float64) / (PCM_SCALE if np.issubdtype(pcm.dtype, np.integer) else 1.0)
-  padded = np.zeros(seq_len)
-  padded[:min(len(wave), seq_len)] = wave[:seq_len]
-  return mu_law_encode(padded).astype(np.uint8)
-
-
-def _seq_len(data_config: Any) -> int:
-  seq_len = int(data_config.get("seq_len", DEFAULT_SEQ_LEN))
-  if seq_len < 2:
-    raise UserError(f"data.seq_len={seq_len} is too short for an audio set: use a length >= 2 (e.g. 4096)")
-  return seq_len
 
 
 def _spec(builder, seq_len: int) -> DataSpec:
@@ -101,22 +72,15 @@ def _read(builder, split: str, data_dir: str | None, spec: DataSpec,
   """Every example of ``split`` (tfds split syntax) in the prepared files' order, converted one at
   a time (module docstring): ``"x"`` uint8 ``[N, T]``, ``"label"`` int32 ``[N]`` when
   ``spec.num_classes``, and each feature named in ``keep`` as an object array ``[N]``."""
-  try:
-    source = builder.as_data_source(split=split)
-  except (NotImplementedError, AssertionError, FileNotFoundError) as e:  # tfds's "not prepared"
-    raise UserError(f"{spec.name} (split {split!r}) is not prepared in the array_record format under "
-                    f"data_dir={data_dir or 'the tfds default'}: {_prepare_hint(spec.name, data_dir)} "
-                    f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
-  except ValueError as e:  # a bad split, e.g. "train[:x]" or "dev"
-    raise UserError(f"{spec.name}: bad split {split!r} ({str(e).splitlines()[0]}): fix "
-                    "data.train_split / data.test_split") from None
-  n = len(source)
+  examples = tfds_common.open_split(lambda: builder.as_data_source(split=split), spec.name, split,
+                                     data_dir, PACKAGES)
+  n = len(examples)
   out = {"x": np.zeros((n, *spec.shape), np.uint8)}
   fields = (("label",) if spec.num_classes else ()) + keep
   out.update({key: np.zeros((n,), np.int32 if key == "label" else object) for key in fields})
   for i in range(n):
-    example = source[i]
-    out["x"][i] = clip_codes(example["audio"], spec.shape[0])
+    example = examples[i]
+    out["x"][i] = audio.clip_codes(example["audio"], spec.shape[0])
     for key in fields:
       out[key][i] = example[key]
   return out
@@ -134,13 +98,13 @@ def fsdd_index(filename: str | bytes) -> int:
   return int(match.group(3))
 
 
-@EMBEDDED.register("spoken_digit")
+@source.register("spoken_digit", defaults=DEFAULTS)
 def load_spoken_digit(data_config) -> RawData:
   """``spoken_digit`` with FSDD's official split (recordings 0-4 are the test set); the
   ``data.train_split`` / ``data.test_split`` settings do not apply."""
-  data_dir = data_config.get("data_dir") or None
+  data_dir = tfds_common.data_dir(data_config)
   builder = _builder("spoken_digit", data_dir)
-  spec = _spec(builder, _seq_len(data_config))
+  spec = _spec(builder, audio.clip_length(data_config, "spoken_digit"))
   examples = _read(builder, "train", data_dir, spec, keep=("audio/filename",))
   names = examples.pop("audio/filename")
   test = np.array([fsdd_index(name) < FSDD_NUM_TEST_INDICES for name in names], bool)
@@ -148,13 +112,13 @@ def load_spoken_digit(data_config) -> RawData:
                  test={k: v[test] for k, v in examples.items()}, spec=spec)
 
 
-@EMBEDDED.register("speech_commands")
+@source.register("speech_commands", defaults=DEFAULTS)
 def load_speech_commands(data_config) -> RawData:
   """``speech_commands`` (Warden 2018; 1 s clips, 10 words + silence + unknown): the tfds splits
   ``data.train_split`` and ``data.test_split``."""
-  data_dir = data_config.get("data_dir") or None
+  data_dir = tfds_common.data_dir(data_config)
   builder = _builder("speech_commands", data_dir)
-  spec = _spec(builder, _seq_len(data_config))
+  spec = _spec(builder, audio.clip_length(data_config, "speech_commands"))
   train, test = (_read(builder, str(data_config.get(key, default)), data_dir, spec)
                  for key, default in (("train_split", "train"), ("test_split", "test")))
   return RawData(train=train, test=test, spec=spec)

@@ -29,11 +29,13 @@ from typing import Callable
 
 import numpy as np
 
-from jaxgen.data.spec import EMBEDDED, DataSpec, RawData
+from jaxgen.data import source
+from jaxgen.data.spec import DataSpec, RawData
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
 _PREFIX = "toy2d/"
+DEFAULTS = {"num_points": 20000}  # size of the generated training set
 
 
 def _ring8_means() -> np.ndarray:
@@ -151,7 +153,7 @@ def _split(sampler: Sampler, rng: np.random.Generator, n: int) -> dict[str, np.n
 def _register(short: str) -> None:
   sampler, num_classes = _SETS[short]
 
-  @EMBEDDED.register(_PREFIX + short)
+  @source.register(_PREFIX + short, defaults=DEFAULTS)
   def load(data_config) -> RawData:
     seed = int(data_config.get("seed", 0))
     num = int(data_config.num_points)

@@ -1,4 +1,4 @@
-"""Inception Score (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` per split."""
+"""Inception Score (Salimans et al. 2016): ``exp(E_x KL(p(y|x) || p(y)))`` per split, and the evaluator ``is``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.evaluation.base import register
+from jaxgen.evaluation.features import FeatureMetric
 
 
 @jax.jit
@@ -34,3 +36,20 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
     scores = np.array([float(_split_score(logits[i * n // splits:(i + 1) * n // splits]))
                        for i in range(splits)])
   return float(scores.mean()), float(scores.std())
+
+
+@register("is")
+class InceptionScore(FeatureMetric):
+  """Evaluator ``is``: IS of the generated samples from the feature network's logits (``is_mean``,
+  ``is_std``) over ``splits`` chunks (at most one per sample)."""
+
+  needs_logits = True
+
+  @classmethod
+  def defaults(cls) -> dict:
+    return {"every": 0, "splits": 10}
+
+  def run(self, ctx) -> dict[str, float]:
+    logits = ctx.fake_features.logits
+    mean, std = inception_score(logits, min(self.settings(ctx.config).splits, logits.shape[0]))
+    return {"is_mean": mean, "is_std": std}

@@ -8,6 +8,8 @@ With ``k(x, y) = (x.y / d + 1)^3`` and subsets ``X, Y`` of ``m`` features each,
 averaged over ``num_subsets`` random subsets (drawn without replacement, as the reference
 ``polynomial_mmd_averages``). The estimator is unbiased, so it can be negative on small sets:
 it is not clipped.
+
+The evaluator ``kid`` (below) applies it to real and generated features.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.evaluation.base import register
+from jaxgen.evaluation.features import FeatureMetric
 
 
 def _kernel_sums(x, y):
@@ -77,3 +81,18 @@ def kid(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
   with jax.enable_x64(True):
     mmds = np.asarray(_subset_mmds(f1, f2, idx1, idx2))
   return float(mmds.mean()), float(mmds.std())
+
+
+@register("kid")
+class KID(FeatureMetric):
+  """Evaluator ``kid``: KID of the generated features against the real ones (``kid_mean``,
+  ``kid_std``); ``subsets`` of ``subset_size`` (capped at the set sizes) features each."""
+
+  @classmethod
+  def defaults(cls) -> dict:
+    return {"every": 0, "subsets": 100, "subset_size": 1000}
+
+  def run(self, ctx) -> dict[str, float]:
+    s = self.settings(ctx.config)
+    mean, std = kid(ctx.real_features.features, ctx.fake_features.features, s.subsets, s.subset_size)
+    return {"kid_mean": mean, "kid_std": std}

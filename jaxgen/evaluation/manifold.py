@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
-from jaxgen.evaluation.distances import (DEFAULT_BLOCK_SIZE, kth_nn_squared_radii, row_blocks,
-                                         squared_distances)
+from jaxgen.evaluation.distances import DEFAULT_BLOCK_SIZE, kth_nn_squared_radii, row_blocks, squared_distances
 
 
 @jax.jit

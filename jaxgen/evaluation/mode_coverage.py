@@ -6,6 +6,8 @@ most ``threshold * std``. A mode is *captured* when it is the nearest mode of at
 high-quality sample. The reverse KL is ``KL(p || uniform) = sum_k p_k log(K p_k)`` where ``p`` is
 the histogram of high-quality samples over the K modes (0 log 0 = 0); it is 0 when all modes are
 equally represented and ``log K`` when a single mode is.
+
+The evaluator ``mode_coverage`` (below) scores generated samples of the ``toy2d`` mixtures.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
+from jaxgen.evaluation.base import Evaluator, register
 
 
 @jax.jit
@@ -45,3 +48,32 @@ def mode_coverage(samples, means, std: float, threshold: float = 3.0) -> dict:
     reverse_kl = float(np.sum(p[nz] * np.log(means.shape[0] * p[nz])))
   return {"modes": int(np.sum(counts > 0)), "high_quality": float(np.mean(good)),
           "reverse_kl": reverse_kl}
+
+
+def _mixture_modes(spec) -> tuple[np.ndarray, float]:
+  from jaxgen.data import toy2d  # pylint: disable=import-outside-toplevel
+
+  try:
+    return toy2d.mixture_modes(spec.name)
+  except KeyError:
+    raise UserError(f"metric 'mode_coverage' needs a Gaussian-mixture toy2d data set "
+                    f"(toy2d/ring8, toy2d/grid25, toy2d/8gaussians), not {spec.name!r}; "
+                    "remove it from config.eval.metrics") from None
+
+
+@register("mode_coverage")
+class ModeCoverage(Evaluator):
+  """Evaluator ``mode_coverage`` (Gaussian-mixture ``toy2d`` sets): ``modes``, ``high_quality``,
+  ``reverse_kl`` of the generated samples; high quality within ``threshold`` stds of a mode."""
+
+  @classmethod
+  def defaults(cls) -> dict:
+    return {"every": 0, "threshold": 3.0}
+
+  def check(self, config, spec, family) -> None:
+    _mixture_modes(spec)
+
+  def run(self, ctx) -> dict[str, float]:
+    means, std = _mixture_modes(ctx.spec)
+    out = mode_coverage(ctx.samples, means, std, self.settings(ctx.config).threshold)
+    return {k: float(v) for k, v in out.items()}

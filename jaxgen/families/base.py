@@ -13,10 +13,18 @@ A *family* (GAN, VAE, PixelCNN, flow, diffusion, ...) is a class registered by n
     network's optax optimizer; ``repeats`` times with fresh randomness (a GAN: ``disc`` then ``gen``).
 * ``sample(params, state, rng, num) -> array``: ``num`` samples in *model space* (the preprocessed
     scale of ``batch["x"]``); controls (temperature, steps, ...) come from ``config.sample``.
+    Class-conditional families (``model.conditional``) read ``sample.label``: ``-1`` draws the
+    labels uniformly at random from the sample key, ``k >= 0`` draws class ``k`` for every sample
+    (:func:`jaxgen.sampling.labels_from_config`).
 * ``eval_metrics(params, state, batch, rng) -> {name: [B] array or scalar}``: held-out metrics
-    per example (NLL / ELBO in nats and bits/dim where the family has a likelihood); the trainer
-    averages them with ``batch["mask"]`` so padded examples do not count (a scalar counts as the
-    value of every example of the batch).
+    per example; the trainer averages them with ``batch["mask"]`` so padded examples do not count
+    (a scalar counts as the value of every example of the batch). Names shared by every family:
+    ``nll_nats`` (the model's exact negative log-likelihood of the raw data in nats per example;
+    for a density on dequantized images, of the dequantized data: :mod:`jaxgen.evaluation.likelihood`),
+    ``nll_bound_nats`` (an upper bound on it: negative ELBO, diffusion bound), ``bits_per_dim``
+    (of whichever of the two the family has); text may add ``bits_per_char``.
+* ``defaults() -> dict`` (a classmethod): every ``config.model`` field the family reads and its
+    ``config.sample`` controls, declared once in the family's file (see :meth:`Family.defaults`).
 
 A batch is a dict of arrays with a leading batch axis: ``"x"`` (float images ``[B, H, W, C]``,
 points ``[B, D]`` or integer tokens ``[B, T]``) and, where the data set has classes, ``"label"``
@@ -79,16 +87,16 @@ class Family(abc.ABC):
     what differs."""
     return {}
 
-  def condition_classes(self, field: str = "conditional") -> int:
-    """Classes to condition on: ``spec.num_classes`` when ``config.model.<field>`` is set, else 0.
+  def condition_classes(self) -> int:
+    """Classes to condition on: ``spec.num_classes`` when ``config.model.conditional`` is set, else 0.
 
     Raises a ``UserError`` when the model is conditional and the data set has no labels.
     """
-    if not self.config.model[field]:
+    if not self.config.model.conditional:
       return 0
     if self.spec.num_classes <= 0:
-      raise UserError(f"model.{field}=True but data set {self.spec.name!r} has no labels; "
-                      f"set --config.model.{field}=False")
+      raise UserError(f"model.conditional=True but data set {self.spec.name!r} has no labels; "
+                      "set --config.model.conditional=False")
     return self.spec.num_classes
 
   @abc.abstractmethod
@@ -115,22 +123,22 @@ class Family(abc.ABC):
 
 
 class MaximumLikelihoodFamily(Family):
-  """A one-network family trained by maximum likelihood.
+  """A one-network family trained by exact maximum likelihood.
 
-  Subclasses give ``per_example_metrics(params, batch) -> {"nll": [B] nats, ...}``; training
-  minimises the batch mean of ``nll`` (every metric is logged as its mean) and evaluation reports
-  every metric per example.
+  Subclasses give ``per_example_metrics(params, batch) -> {"nll_nats": [B], ...}``; training
+  minimises the batch mean of ``nll_nats`` (every metric is logged as its mean) and evaluation
+  reports every metric per example.
   """
 
   @abc.abstractmethod
   def per_example_metrics(self, params: Params, batch: Batch) -> Metrics:
-    """Per-example ``[B]`` metrics, ``"nll"`` (nats) among them."""
+    """Per-example ``[B]`` metrics, the exact ``"nll_nats"`` among them."""
 
   def update_groups(self) -> Sequence[UpdateGroup]:
     def loss_fn(params, state, batch, rng):
       del rng
       metrics = {k: jax.numpy.mean(v) for k, v in self.per_example_metrics(params, batch).items()}
-      return metrics["nll"], (metrics, state)
+      return metrics["nll_nats"], (metrics, state)
 
     return [UpdateGroup("model", loss_fn)]
 

@@ -1,29 +1,76 @@
-"""DDPM: a denoising diffusion model trained with the simple loss, sampled by DDPM or DDIM.
+"""DDPM: a denoising diffusion model trained with the simple loss, sampled by ancestral sampling,
+DDIM, DPM-Solver++(2M) or the EDM Euler / Heun sampler.
 
-Config (``config.model``): ``network`` (``unet`` for images, ``mlp`` for points) and its size,
-``num_timesteps``, ``schedule`` (linear | cosine), ``prediction`` (eps | v), ``variance`` of the
-reverse process (small = posterior variance | large = beta), ``clip_denoised`` (clip the predicted
-``x_0`` to [-1, 1] when sampling and in the bound), ``class_conditional`` with ``label_dropout``.
-Sampling (``config.sample``): ``sampler`` (ddpm | ddim), ``steps`` and ``eta`` (ddim),
-``guidance_scale`` (classifier-free guidance, conditional models), ``label`` (-1: cycle through
-the classes). Evaluation (``config.eval``): ``bound_timesteps`` (0: all T terms, else an unbiased
-estimate from that many random timesteps).
-The maths is in ``jaxgen.diffusion``.
+Config: :meth:`DDPM.defaults` declares every ``config.model`` field and ``config.sample`` control,
+each with a comment. Images are in [-1, 1] (``data.scale``): the U-Net, ``clip_denoised`` and the
+discretized decoder assume it. Conditional models (``model.conditional``) train with label
+dropout (the null class) for classifier-free guidance and sample class ``sample.label`` (-1: labels
+drawn uniformly at random from the sample key). Held-out metrics: the variational bound
+``nll_bound_nats`` and its ``bits_per_dim``, by term. The maths is in ``jaxgen.diffusion``.
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxgen import diffusion
+from jaxgen import diffusion, ode, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation import likelihood
 from jaxgen.families.base import FAMILIES, Batch, Family, Metrics, Params, State, UpdateGroup
 from jaxgen.nn.mlp_denoiser import MLPDenoiser
 from jaxgen.nn.unet import UNet
+
+#: ``sample.sampler`` values; ``ddpm`` always runs all ``T`` steps, the others ``sample.steps``.
+SAMPLERS = ("ddpm", "ddim", "dpm_solver", "heun", "euler")
+#: The time grid each ODE sampler uses with ``sample.grid="auto"`` (``diffusion.sampler_timesteps``).
+AUTO_GRID = {"dpm_solver": "logsnr", "heun": "karras", "euler": "karras"}
+
+
+def denoiser_defaults() -> dict:
+  """``config.model`` fields of the denoiser network and its conditioning, shared by the families
+  built on it (``ddpm``, ``flow_matching``)."""
+  return {
+      "network": "unet",  # unet (images) | mlp (points)
+      "unet": {
+          "channels": 32,  # base width; level i has channels * ch_mult[i]
+          "ch_mult": (1, 2),  # one level per entry (8x8, 4x4 for digits)
+          "num_res_blocks": 1,  # residual blocks per level going down (+1 going up)
+          "attn_resolutions": (4,),  # self-attention at these feature-map sizes
+          "num_heads": 1,
+          "dropout": 0.0,
+      },
+      "mlp": {"hidden": 128, "num_blocks": 3},  # the residual MLP denoiser (points)
+      "conditional": False,  # class-conditional on batch["label"]
+      "label_dropout": 0.1,  # classifier-free guidance: P(label -> null class) in training
+  }
+
+
+def build_denoiser(m: ml_collections.ConfigDict, spec: DataSpec, num_classes: int) -> nn.Module:
+  """The network ``f(x, t[, label])`` named by ``model.network`` for data ``spec``."""
+  if m.network == "unet":
+    if spec.modality != "image":
+      raise UserError(f"model.network='unet' needs images, {spec.name!r} is {spec.modality}; "
+                      "use model.network='mlp'")
+    return UNet(channels=m.unet.channels, ch_mult=tuple(m.unet.ch_mult),
+                num_res_blocks=m.unet.num_res_blocks, attn_resolutions=tuple(m.unet.attn_resolutions),
+                num_heads=m.unet.num_heads, dropout=m.unet.dropout, num_classes=num_classes)
+  if m.network == "mlp":
+    if spec.modality != "points":
+      raise UserError(f"model.network='mlp' is for points, {spec.name!r} is {spec.modality}; "
+                      "use model.network='unet'")
+    return MLPDenoiser(hidden=m.mlp.hidden, num_blocks=m.mlp.num_blocks, num_classes=num_classes)
+  raise UserError(f"model.network={m.network!r} is unknown; use unet or mlp")
+
+
+def check_guidance(family: Family, sample_config) -> None:
+  """``UserError`` when guidance or a fixed label is asked of an unconditional model."""
+  if not family.condition_classes() and (sample_config.guidance_scale != 0 or sample_config.label >= 0):
+    raise UserError("sample.guidance_scale / sample.label need a class-conditional model; "
+                    "train with --config.model.conditional=True or leave them at 0 / -1")
 
 
 @FAMILIES.register("ddpm")
@@ -32,6 +79,30 @@ class DDPM(Family):
 
   networks = ("model",)
 
+  @classmethod
+  def defaults(cls) -> dict:
+    return {
+        "model": {
+            **denoiser_defaults(),
+            "num_timesteps": 1000,  # T
+            "schedule": "linear",  # linear | cosine (jaxgen.diffusion.betas_for)
+            "prediction": "eps",  # what the network predicts: eps | v
+            "variance": "small",  # reverse-process variance: small (posterior) | large (beta)
+            "clip_denoised": True,  # clip the predicted x_0 to [-1, 1] (images) when sampling and in the bound
+        },
+        "sample": {
+            "sampler": "ddim",  # ddpm (ancestral, all T steps) | ddim | dpm_solver | heun | euler
+            "steps": 100,  # timesteps of ddim / dpm_solver / heun / euler (heun: 2 steps - 1 evaluations)
+            "eta": 0.0,  # ddim: 0 deterministic, 1 = the ancestral noise level
+            "grid": "auto",  # ODE samplers' timesteps: auto | uniform | karras | logsnr
+            "rho": 7.0,  # the karras grid's exponent
+            "guidance_scale": 0.0,  # classifier-free guidance w (conditional models)
+            "label": -1,  # conditional models: -1 = uniformly random labels, k >= 0 = class k
+        },
+        # The bound: 0 = all T terms (~10x slower); K > 0 = a stratified, unbiased K-timestep estimate.
+        "eval": {"bound_timesteps": 100},
+    }
+
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     super().__init__(config, spec)
     m, s = config.model, config.sample
@@ -39,35 +110,17 @@ class DDPM(Family):
                          ("variance", diffusion.VARIANCES)):
       if m[key] not in allowed:
         raise UserError(f"model.{key}={m[key]!r} is unknown; use one of {allowed}")
-    if s.sampler not in ("ddpm", "ddim"):
-      raise UserError(f"sample.sampler={s.sampler!r} is unknown; use ddpm or ddim")
-    self.num_classes = self.condition_classes("class_conditional")
+    if s.sampler not in SAMPLERS:
+      raise UserError(f"sample.sampler={s.sampler!r} is unknown; use one of {SAMPLERS}")
+    if s.grid not in ("auto", *diffusion.GRIDS) or s.rho <= 0 or s.steps < 1 or s.eta < 0:
+      raise UserError(f"sample.grid={s.grid!r}, sample.rho={s.rho}, sample.steps={s.steps}, "
+                      f"sample.eta={s.eta}: use a grid of auto|{'|'.join(diffusion.GRIDS)}, "
+                      "rho > 0, steps >= 1, eta >= 0")
+    self.num_classes = self.condition_classes()
     self.conditional = self.num_classes > 0
-    if not self.conditional and (s.guidance_scale != 0 or s.label >= 0):
-      raise UserError("sample.guidance_scale / sample.label need a class-conditional model; "
-                      "train with --config.model.class_conditional=True or leave them at 0 / -1")
-    if s.label >= spec.num_classes > 0:
-      raise UserError(f"sample.label={s.label} but {spec.name!r} has {spec.num_classes} classes")
+    check_guidance(self, s)
     self.schedule = diffusion.make_schedule(m.schedule, m.num_timesteps)
-    self.net = self._network()
-
-  def _network(self):
-    m = self.config.model
-    if m.network == "unet":
-      if self.spec.modality != "image":
-        raise UserError(f"model.network='unet' needs images, {self.spec.name!r} is "
-                        f"{self.spec.modality}; use model.network='mlp'")
-      return UNet(channels=m.unet.channels, ch_mult=tuple(m.unet.ch_mult),
-                  num_res_blocks=m.unet.num_res_blocks,
-                  attn_resolutions=tuple(m.unet.attn_resolutions), num_heads=m.unet.num_heads,
-                  dropout=m.unet.dropout, num_classes=self.num_classes)
-    if m.network == "mlp":
-      if self.spec.modality != "points":
-        raise UserError(f"model.network='mlp' is for points, {self.spec.name!r} is "
-                        f"{self.spec.modality}; use model.network='unet'")
-      return MLPDenoiser(hidden=m.mlp.hidden, num_blocks=m.mlp.num_blocks,
-                         num_classes=self.num_classes)
-    raise UserError(f"model.network={m.network!r} is unknown; use unet or mlp")
+    self.net = build_denoiser(m, spec, self.num_classes)
 
   # ---- the denoiser -------------------------------------------------------------------------
 
@@ -89,21 +142,29 @@ class DDPM(Family):
 
   # ---- training -----------------------------------------------------------------------------
 
-  def _simple_loss(self, params: Params, batch: Batch, rng: jax.Array, train: bool) -> jax.Array:
-    """Per-example ``mean_dims |target - f(x_t, t)|^2`` at a uniform ``t`` ``[B]``."""
+  def training_inputs(self, batch: Batch, rng: jax.Array, train: bool):
+    """``(x_t, t, label, target)`` of the simple loss: ``t`` uniform on ``0..T-1`` ``[B]``,
+    ``x_t = q_sample(x_0, t, eps)``, the label (null class with probability
+    ``model.label_dropout`` when training a conditional model; None if unconditional) and the
+    regression target (eps or v)."""
     x0 = batch["x"]
     b = x0.shape[0]
-    rng_t, rng_eps, rng_drop, rng_label = jax.random.split(rng, 4)
+    rng_t, rng_eps, rng_label = jax.random.split(rng, 3)
     t = jax.random.randint(rng_t, (b,), 0, self.schedule.num_timesteps)
     eps = jax.random.normal(rng_eps, x0.shape)
     xt = diffusion.q_sample(self.schedule, x0, t, eps)
     label = batch.get("label") if self.conditional else None
     if self.conditional and train:
-      drop = jax.random.uniform(rng_label, (b,)) < self.config.model.label_dropout
-      label = jnp.where(drop, self.num_classes, label)
-    out = self._apply(params, xt, t, label, train, rng_drop)
+      label = diffusion.drop_labels(rng_label, label, self.config.model.label_dropout, self.num_classes)
     target = diffusion.training_target(self.schedule, self.config.model.prediction, x0, t, eps)
-    return jnp.mean(jnp.square(out - target).reshape(b, -1), axis=-1)
+    return xt, t, label, target
+
+  def _simple_loss(self, params: Params, batch: Batch, rng: jax.Array, train: bool) -> jax.Array:
+    """Per-example ``mean_dims |target - f(x_t, t)|^2`` at a uniform ``t`` ``[B]``."""
+    rng_inputs, rng_drop = jax.random.split(rng)
+    xt, t, label, target = self.training_inputs(batch, rng_inputs, train)
+    out = self._apply(params, xt, t, label, train, rng_drop)
+    return jnp.mean(jnp.square(out - target).reshape(xt.shape[0], -1), axis=-1)
 
   def update_groups(self) -> list[UpdateGroup]:
     def loss_fn(params, state, batch, rng):
@@ -116,19 +177,38 @@ class DDPM(Family):
   def sample(self, params: Params, state: State, rng: jax.Array, num: int) -> jax.Array:
     m, s = self.config.model, self.config.sample
     shape = (num, *self.spec.shape)
+    label = sampling.labels_from_config(s, self.num_classes, jax.random.fold_in(rng, 1), num)
     if self.conditional:
-      label = (jnp.arange(num, dtype=jnp.int32) % self.num_classes if s.label < 0
-               else jnp.full((num,), s.label, jnp.int32))
       model_fn = diffusion.guided(lambda x, t, c: self._apply(params, x, t, c), label,
                                   self.num_classes, float(s.guidance_scale))
     else:
       model_fn = self._model_fn(params, None)
-    clip = bool(m.clip_denoised)
+    clip, sched, steps, grid = bool(m.clip_denoised), self.schedule, int(s.steps), self._grid()
     if s.sampler == "ddpm":
-      return diffusion.ddpm_sample(self.schedule, model_fn, rng, shape, m.prediction, m.variance,
+      return diffusion.ddpm_sample(sched, model_fn, rng, shape, m.prediction, m.variance, clip)
+    if s.sampler == "ddim":
+      return diffusion.ddim_sample(sched, model_fn, rng, shape, steps, float(s.eta), m.prediction,
                                    clip)
-    return diffusion.ddim_sample(self.schedule, model_fn, rng, shape, int(s.steps),
-                                 float(s.eta), m.prediction, clip)
+    noise = jax.random.normal(rng, shape)
+    if s.sampler == "dpm_solver":
+      return diffusion.dpm_solver_sample(sched, model_fn, noise, steps, m.prediction, clip, grid,
+                                         float(s.rho))
+    return diffusion.ode_sample(sched, model_fn, noise, steps, s.sampler, m.prediction, clip, grid,
+                                float(s.rho))
+
+  def _grid(self) -> str:
+    s = self.config.sample
+    return AUTO_GRID.get(s.sampler, "uniform") if s.grid == "auto" else s.grid
+
+  def num_evaluations(self) -> int:
+    """Network evaluations of the configured sampler per sample (one batched call with guidance)."""
+    s, num_t = self.config.sample, self.schedule.num_timesteps
+    if s.sampler == "ddpm":
+      return num_t
+    if s.sampler == "ddim":
+      return len(diffusion.ddim_timesteps(num_t, int(s.steps)))
+    n = len(diffusion.sampler_timesteps(self.schedule, int(s.steps), self._grid(), float(s.rho)))
+    return n if s.sampler == "dpm_solver" else ode.num_evaluations(s.sampler, n, euler_last=True)
 
   # ---- evaluation ---------------------------------------------------------------------------
 
@@ -144,8 +224,9 @@ class DDPM(Family):
     rng_loss, rng_bound = jax.random.split(rng)
     x0 = batch["x"]
     discrete = self.spec.modality == "image" and self.spec.levels > 1 and not self.spec.dequantized
+    label = batch.get("label") if self.conditional else None
     terms = diffusion.variational_bound(
-        self.schedule, self._model_fn(params, batch.get("label")), x0, rng_bound, m.prediction,
+        self.schedule, self._model_fn(params, label), x0, rng_bound, m.prediction,
         m.variance, bool(m.clip_denoised), levels=self.spec.levels if discrete else 0,
         value_range=tuple(self.spec.value_range), num_terms=int(ev.bound_timesteps))
     if not discrete:

@@ -21,7 +21,10 @@ Registered families (layers in :mod:`jaxgen.nn.bijectors`):
   channels (all levels but the last). Factored-out halves use the N(0, I) base (RealNVP-style), not
   Glow's learned conditional prior.
 * ``flow2d``: for ``toy2d/*`` points, ``num_layers`` x (actnorm -> MLP affine coupling with
-  alternating halves); :meth:`Flow2D.plot_density` draws the model density beside the data.
+  alternating halves). Points have no raw grid, so its ``nll_nats`` is the exact ``-log p(x)`` of
+  each point (what the ``density_plot`` evaluator draws on a grid).
+
+Held-out metrics (``eval_metrics``, per example): ``nll_nats`` (exact) and ``bits_per_dim``.
 """
 
 from __future__ import annotations
@@ -31,17 +34,12 @@ import abc
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
-import numpy as np
 
-from jaxgen import losses
+from jaxgen import config_defaults, losses
 from jaxgen.errors import UserError
 from jaxgen.evaluation import likelihood
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 from jaxgen.nn import bijectors as bj
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
 class FlowFamily(Family):
@@ -49,6 +47,14 @@ class FlowFamily(Family):
 
   networks = ("model",)
   modality = "image"  # the data modality the architecture models
+
+  @classmethod
+  def defaults(cls) -> dict:
+    """Shared by every flow; each subclass adds its ``model`` fields."""
+    return {
+        "sample": {"temperature": 1.0},  # T: samples are f^{-1}(z), z ~ N(0, T^2 I)
+        "optim": {"default": config_defaults.optimizer(learning_rate=1e-3, grad_clip_norm=100.0)},
+    }
 
   def __init__(self, config, spec):
     super().__init__(config, spec)
@@ -92,8 +98,8 @@ class FlowFamily(Family):
     return [UpdateGroup("model", self.loss)]
 
   def eval_metrics(self, params, state, batch, rng):
-    """Per example ``[B]``: NLL of the raw data in nats (model space plus the dequantization
-    offset) and in bits/dim."""
+    """Per example ``[B]``: the exact ``nll_nats`` of the raw data (model space plus the
+    dequantization offset; no offset for points) and ``bits_per_dim``."""
     nll = -self.log_prob(params, state, batch["x"])
     return {"nll_nats": nll + likelihood.model_space_offset_nats(self.spec),
             "bits_per_dim": likelihood.continuous_nll_to_bits_per_dim(nll, self.spec)}
@@ -125,8 +131,17 @@ def _check_squeezes(spec, times: int, min_size: int, knob: str, value: int) -> N
 
 @FAMILIES.register("realnvp")
 class RealNVP(FlowFamily):
-  """Config (``config.model``): ``num_scales``, ``couplings`` (per half-scale), ``hidden``, ``depth``
-  (conditioner ReLU layers), ``logit_alpha`` (0 = no logit pre-transform)."""
+  """Multi-scale RealNVP on dequantized images (module docstring; config in :meth:`defaults`)."""
+
+  @classmethod
+  def defaults(cls) -> dict:
+    return {**super().defaults(), "model": {
+        "num_scales": 3,  # scales; all but the last squeeze and factor out half the channels
+        "couplings": 3,  # couplings per half-scale; the last scale has couplings + 1 checkerboards
+        "hidden": 64,  # conditioner channels
+        "depth": 2,  # conditioner ReLU conv layers (3x3 then 1x1)
+        "logit_alpha": 0.05,  # logit pre-transform (0 = off); its log-det is part of the NLL
+    }}
 
   def build(self, m, spec):
     last = m.num_scales - 1
@@ -147,8 +162,19 @@ class RealNVP(FlowFamily):
 
 @FAMILIES.register("glow")
 class Glow(FlowFamily):
-  """Config (``config.model``): ``num_levels`` (each squeezes once), ``steps_per_level``,
-  ``hidden``, ``depth`` (conditioner ReLU layers), ``logit_alpha`` (0 = none)."""
+  """Multi-level Glow on dequantized images (module docstring; config in :meth:`defaults`)."""
+
+  @classmethod
+  def defaults(cls) -> dict:
+    warmup_cosine = config_defaults.optimizer(learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=200,
+                                              end_learning_rate=1e-4, grad_clip_norm=100.0)
+    return {**super().defaults(), "optim": {"default": warmup_cosine}, "model": {
+        "num_levels": 2,  # L: each level squeezes once; all but the last factor out half
+        "steps_per_level": 8,  # K: actnorm -> 1x1 conv -> coupling steps per level
+        "hidden": 64,  # conditioner channels
+        "depth": 2,  # conditioner ReLU conv layers (3x3 then 1x1)
+        "logit_alpha": 0.0,  # logit pre-transform (0 = off: Glow models the scaled pixels)
+    }}
 
   def build(self, m, spec):
     _check_squeezes(spec, m.num_levels, 1, "model.num_levels", m.num_levels)
@@ -165,10 +191,18 @@ class Glow(FlowFamily):
 
 @FAMILIES.register("flow2d")
 class Flow2D(FlowFamily):
-  """Config (``config.model``): ``num_layers`` couplings, ``hidden``, ``depth`` (MLP ReLU layers),
-  ``actnorm`` (an actnorm before each coupling)."""
+  """A coupling flow on points (module docstring; config in :meth:`defaults`)."""
 
   modality = "points"
+
+  @classmethod
+  def defaults(cls) -> dict:
+    return {**super().defaults(), "model": {
+        "num_layers": 8,  # couplings, alternating which coordinate is transformed
+        "hidden": 64,  # conditioner MLP width
+        "depth": 2,  # conditioner MLP ReLU layers
+        "actnorm": True,  # a data-initialised actnorm before each coupling
+    }}
 
   def build(self, m, spec):
     layers = []
@@ -176,32 +210,3 @@ class Flow2D(FlowFamily):
       layers += [bj.ActNorm()] if m.actnorm else []
       layers.append(bj.AffineCoupling("channel", j % 2, m.hidden, m.depth))
     return bj.Chain(layers)
-
-  def density_grid(self, params, state, lim: tuple[float, float, float, float], size: int = 200):
-    """Model density on a ``size x size`` grid over ``(x0, x1, y0, y1)``: ``(xs, ys, p)`` with
-    ``p[i, j] = p(xs[j], ys[i])`` (cell centres)."""
-    x0, x1, y0, y1 = lim
-    xs = x0 + (np.arange(size) + 0.5) * (x1 - x0) / size
-    ys = y0 + (np.arange(size) + 0.5) * (y1 - y0) / size
-    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2).astype(np.float32)
-    logp = jax.jit(self.log_prob)(params, state, grid)
-    return xs, ys, np.exp(np.asarray(logp)).reshape(size, size)
-
-  def plot_density(self, params, state, data_points: np.ndarray, path: str, size: int = 200) -> None:
-    """PNG at ``path``: the data ``[N, 2]`` (left) beside the model density ``exp(log p)`` on a grid
-    over the data's bounding box (right)."""
-    data_points = np.asarray(data_points)
-    lo, hi = data_points.min(0), data_points.max(0)
-    pad = 0.1 * (hi - lo)
-    lim = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
-    _, _, p = self.density_grid(params, state, lim, size)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 5), dpi=100)
-    left.scatter(data_points[:, 0], data_points[:, 1], s=2, alpha=0.5)
-    left.set_title(f"data ({self.spec.name})")
-    right.imshow(p, origin="lower", extent=lim, cmap="viridis", aspect="auto")
-    right.set_title("model density")
-    for ax in (left, right):
-      ax.set_xlim(lim[0], lim[1])
-      ax.set_ylim(lim[2], lim[3])
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)

@@ -19,10 +19,13 @@ Network (:mod:`jaxgen.nn.masked_conv`): a mask-A gated block reading the image, 
 mask-B gated blocks (vertical + horizontal stacks, no blind spot), then two mask-B 1x1
 convolutions. ``model.conditional`` adds a class embedding to every gate.
 
+Held-out metrics (``eval_metrics``, per image): ``nll_nats`` (exact) and ``bits_per_dim``.
+
 Sampling: one compiled ``lax.fori_loop`` over the ``H W C`` sub-pixels in order; each step
 recomputes the network on the canvas and draws sub-pixel ``(i, j, c)`` from its categorical over
 the ``L`` levels under ``config.sample``'s temperature / top-k / top-p (:mod:`jaxgen.sampling`;
-for the mixture, the controls act on the ``L`` level probabilities). Samples are returned in
+for the mixture, the controls act on the ``L`` level probabilities), conditional models with the
+classes of ``sample.label`` (:func:`jaxgen.sampling.labels_from_config`). Samples are returned in
 model space.
 """
 
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import sampling
+from jaxgen import config_defaults, losses, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
@@ -77,12 +80,24 @@ class PixelCNN(nn.Module):
 
 @FAMILIES.register("pixelcnn")
 class PixelCNNFamily(MaximumLikelihoodFamily):
-  """Autoregressive image model, one network ``model`` (module docstring).
+  """Autoregressive image model, one network ``model`` (module docstring; config in :meth:`defaults`)."""
 
-  Config (``config.model``): ``features``, ``num_blocks``, ``kernel_size``, ``first_kernel_size``,
-  ``head_features``, ``output`` (softmax | logistic_mixture), ``num_mixtures``, ``conditional``.
-  ``config.sample``: ``temperature``, ``top_k``, ``top_p``, ``label`` (``-1`` = uniform labels).
-  """
+  @classmethod
+  def defaults(cls) -> dict:
+    return {
+        "model": {
+            "features": 32,  # channels per stack, a multiple of the image channels
+            "num_blocks": 4,  # mask-B gated blocks after the mask-A block
+            "kernel_size": 3,  # odd; the mask-B blocks' kernel
+            "first_kernel_size": 5,  # odd; the mask-A block's kernel
+            "head_features": 64,  # channels of the 1x1 output head
+            "output": "softmax",  # softmax | logistic_mixture
+            "num_mixtures": 5,  # logistic_mixture only: logistics per sub-pixel
+            "conditional": False,  # class-conditional on batch["label"]
+        },
+        "sample": {**sampling.DEFAULTS, "label": -1},  # label: -1 = uniform classes, k = class k
+        "optim": {"default": config_defaults.optimizer(learning_rate=1e-3, grad_clip_norm=1.0)},
+    }
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     super().__init__(config, spec)
@@ -146,22 +161,18 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
   def log_prob(self, params, batch) -> jax.Array:
     """Exact ``log p(raw)`` in nats per image, ``[B]``."""
     lp = self.sub_pixel_log_probs(params, self.to_raw(batch["x"]), self._label(batch))
-    return jnp.sum(lp.reshape(lp.shape[0], -1), axis=-1)
+    return losses.sum_except_batch(lp)
 
   def per_example_metrics(self, params, batch):
-    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
+    """Per-example ``nll_nats`` and ``bits_per_dim``, ``[B]`` each."""
     nll = -self.log_prob(params, batch)
-    return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
+    return {"nll_nats": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
 
   # --- the family contract ---------------------------------------------------------------------
 
   def init(self, rng, batch):
     raw = self.to_raw(batch["x"])
     return {"model": self.net.init(rng, self._net_input(raw), self._label(batch))}, {}
-
-  def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
-    """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""
-    return sampling.labels_from_config(self.config.sample, self.net.num_classes, rng, num)
 
   def generate_raw(self, params, rng: jax.Array, labels: jax.Array | None, num: int) -> jax.Array:
     """``num`` images of raw levels ``int32 [num, H, W, C]``, sub-pixel by sub-pixel.
@@ -181,4 +192,5 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
   def sample(self, params, state, rng, num):
     """``num`` images in model space, ``float32 [num, H, W, C]``."""
     label_key, key = jax.random.split(rng)
-    return self.to_model_space(self.generate_raw(params, key, self.sample_labels(label_key, num), num))
+    labels = sampling.labels_from_config(self.config.sample, self.net.num_classes, label_key, num)
+    return self.to_model_space(self.generate_raw(params, key, labels, num))

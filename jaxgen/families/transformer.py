@@ -13,6 +13,8 @@ of ``x_t``:
     log p(x) = sum_{t=0}^{T-1} log p(x_t | BOS, x_0..x_{t-1}).
 
 The training loss is the mean NLL per token in nats; bits per character are ``nats / ln 2``.
+Held-out metrics (``eval_metrics``, per window): ``nll_nats`` (exact, nats per window),
+``bits_per_dim`` and its text name ``bits_per_char`` (the same number: ``nll_nats / (T ln 2)``).
 
 Sampling starts from ``BOS`` alone (an unconditional sample) and draws ``T`` tokens under the
 controls of ``config.sample`` (temperature, top-k, top-p; ``jaxgen.sampling``). ``generate(...,
@@ -31,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgen import sampling
+from jaxgen import config_defaults, sampling
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
 from jaxgen.families.base import FAMILIES, Batch, Family, Metrics, Params, State, UpdateGroup
@@ -116,11 +118,26 @@ class Transformer(nn.Module):
 
 @FAMILIES.register("transformer")
 class TransformerFamily(Family):
-  """GPT-style autoregressive family (see the module docstring for the conventions).
+  """GPT-style autoregressive family (module docstring; config in :meth:`defaults`)."""
 
-  ``config.model``: ``num_layers``, ``num_heads``, ``width``, ``positions`` (learned | rotary),
-  ``tie_weights``, ``dropout``. ``config.sample``: ``temperature``, ``top_k``, ``top_p``.
-  """
+  @classmethod
+  def defaults(cls) -> dict:
+    """nanoGPT's CPU "baby GPT": 4 layers, 4 heads, width 128, no dropout, AdamW with warm-up and
+    cosine decay."""
+    return {
+        "model": {
+            "num_layers": 4,  # transformer blocks
+            "num_heads": 4,  # attention heads per block
+            "width": 128,  # model width W (a multiple of num_heads)
+            "positions": "learned",  # learned | rotary
+            "tie_weights": True,  # the output head is the transposed token embedding
+            "dropout": 0.0,  # on embeddings, attention weights and residual branches
+        },
+        "sample": dict(sampling.DEFAULTS),  # unconditional: no sample.label
+        "optim": {"model": config_defaults.optimizer(
+            name="adamw", learning_rate=1e-3, b2=0.99, weight_decay=0.1, schedule="warmup_cosine",
+            warmup_steps=100, end_learning_rate=1e-4, grad_clip_norm=1.0)},
+    }
 
   def __init__(self, config, spec):
     super().__init__(config, spec)
@@ -171,9 +188,10 @@ class TransformerFamily(Family):
     return [UpdateGroup("model", loss_fn)]
 
   def eval_metrics(self, params: Params, state: State, batch: Batch, rng: jax.Array) -> Metrics:
-    """Per-example ``[B]``: ``nll`` (nats per sequence) and ``bits_per_char``."""
+    """Per-example ``[B]``: ``nll_nats`` (nats per window), ``bits_per_dim`` = ``bits_per_char``."""
     nll = jnp.sum(self.token_nll(params, batch["x"]), axis=1)
-    return {"nll": nll, "bits_per_char": nats_to_bits_per_dim(nll, self.seq_len)}
+    bits = nats_to_bits_per_dim(nll, self.seq_len)
+    return {"nll_nats": nll, "bits_per_dim": bits, "bits_per_char": bits}
 
   def sample(self, params: Params, state: State, rng: jax.Array, num: int) -> jax.Array:
     """``num`` unconditional sequences int32 ``[num, T]`` (cached generation)."""

@@ -24,7 +24,9 @@ Generation, compiled as one ``lax.scan`` over time with per-step key ``fold_in(r
   the full pass zero-pads, so both give the same logits (up to float rounding) and, with the same
   key and controls, the same tokens.
 
-Temperature / top-k / top-p come from ``config.sample`` (:mod:`jaxgen.sampling`).
+Temperature / top-k / top-p come from ``config.sample`` (:mod:`jaxgen.sampling`), conditional
+models draw the classes of ``sample.label`` (:func:`jaxgen.sampling.labels_from_config`).
+Held-out metrics (``eval_metrics``, per sequence): ``nll_nats`` (exact) and ``bits_per_dim``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgen import sampling
+from jaxgen import config_defaults, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
@@ -137,13 +139,24 @@ class WaveNet(nn.Module):
 
 @FAMILIES.register("wavenet")
 class WaveNetFamily(MaximumLikelihoodFamily):
-  """Autoregressive model of token sequences (``modality`` audio or text), one network ``model``.
+  """Autoregressive model of token sequences (``modality`` audio or text), one network ``model``
+  (module docstring; config in :meth:`defaults`)."""
 
-  Config (``config.model``): ``residual_channels``, ``dilation_channels``, ``skip_channels``,
-  ``kernel_size``, ``dilation_cycle`` (dilations ``1, 2, ..., 2^(cycle-1)``), ``num_cycles``,
-  ``conditional`` (global conditioning on ``batch["label"]``). ``config.sample``: ``temperature``,
-  ``top_k``, ``top_p``, ``label`` (``-1`` draws labels uniformly).
-  """
+  @classmethod
+  def defaults(cls) -> dict:
+    return {
+        "model": {
+            "residual_channels": 32,  # channels of the residual stream h
+            "dilation_channels": 32,  # channels of each gated unit g
+            "skip_channels": 64,  # channels of the skip sum and the output head
+            "kernel_size": 2,  # causal convolution taps of the dilated layers
+            "dilation_cycle": 8,  # dilations 1, 2, ..., 2^(cycle-1) ...
+            "num_cycles": 1,  # ... repeated this many times
+            "conditional": False,  # global conditioning on batch["label"]
+        },
+        "sample": {**sampling.DEFAULTS, "label": -1},  # label: -1 = uniform classes, k = class k
+        "optim": {"default": config_defaults.optimizer(learning_rate=1e-3, grad_clip_norm=1.0)},
+    }
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     super().__init__(config, spec)
@@ -171,13 +184,9 @@ class WaveNetFamily(MaximumLikelihoodFamily):
     return -jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch["x"]), axis=1)
 
   def per_example_metrics(self, params, batch):
-    """Per-example ``nll`` (nats) and ``bits_per_dim``, ``[B]`` each."""
+    """Per-example ``nll_nats`` and ``bits_per_dim``, ``[B]`` each."""
     nll = -self.log_prob(params, batch)
-    return {"nll": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
-
-  def sample_labels(self, rng: jax.Array, num: int) -> jax.Array | None:
-    """``config.sample.label`` for every sample, or uniform labels when it is ``-1``."""
-    return sampling.labels_from_config(self.config.sample, self.net.num_classes, rng, num)
+    return {"nll_nats": nll, "bits_per_dim": nats_to_bits_per_dim(nll, self.spec.dims)}
 
   def generate(self, params, rng: jax.Array, labels: jax.Array | None, num: int, length: int,
                naive: bool = False) -> jax.Array:
@@ -206,4 +215,5 @@ class WaveNetFamily(MaximumLikelihoodFamily):
   def sample(self, params, state, rng, num):
     """``num`` sequences ``int32 [num, T]`` (``T = spec.shape[0]``) by fast generation."""
     label_key, key = jax.random.split(rng)
-    return self.generate(params, key, self.sample_labels(label_key, num), num, self.spec.shape[0])
+    labels = sampling.labels_from_config(self.config.sample, self.net.num_classes, label_key, num)
+    return self.generate(params, key, labels, num, self.spec.shape[0])

@@ -24,14 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.losses import sum_except_batch
+
 # The 1x1 convolution and its inverse must multiply exactly (x -> z -> x within float32 rounding)
 # on every backend, including TPUs whose default matmul precision is bfloat16.
 _EXACT = jax.lax.Precision.HIGHEST
-
-
-def sum_except_batch(a: jax.Array) -> jax.Array:
-  """``[B, ...] -> [B]``: sum over every axis but the first."""
-  return jnp.sum(a.reshape(a.shape[0], -1), axis=-1)
 
 
 class Chain(nn.Module):

@@ -1,0 +1,130 @@
+"""The whole config checked before anything is built or trained: no error only after a long run.
+
+``validate(config)`` reads only the config and the registries (families, evaluators), so it runs
+in milliseconds, before any data is read or device used. It returns nothing and raises one ``UserError`` naming the
+field, its value and the fix. Checks that need the data (an evaluator's preconditions, the batch
+size against the devices, a family's own options such as ``model.loss``) run at setup, before the
+first step, where the data spec and the family exist (``evaluation.prepare``, ``parallel``,
+``Family.__init__``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+
+from jaxgen import optim
+from jaxgen.errors import UserError
+
+
+def _get(config: ml_collections.ConfigDict, key: str, default: Any = None) -> Any:
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _need(ok: bool, key: str, value: Any, problem: str, fix: str) -> None:
+  if not ok:
+    raise UserError(f"{key}={value!r} {problem}; {fix}")
+
+
+def _at_least(config: ml_collections.ConfigDict, key: str, low: float, example: Any) -> None:
+  value = _get(config, key)
+  if value is not None:
+    _need(value >= low, key, value, f"must be >= {low}", f"set e.g. --config.{key}={example}")
+
+
+def _train(config: ml_collections.ConfigDict) -> None:
+  _at_least(config, "train.steps", 1, 1000)
+  _at_least(config, "train.batch_size", 1, 64)
+  _at_least(config, "train.keep_checkpoints", 1, 3)
+  for key in ("checkpoint_every", "log_every"):
+    _at_least(config, f"train.{key}", 0, 0)
+  decay = _get(config, "train.ema_decay")
+  if decay is not None:
+    _need(0 <= decay < 1, "train.ema_decay", decay, "must be in [0, 1) (0 disables EMA)",
+          "set e.g. --config.train.ema_decay=0.999")
+  init_from = _get(config, "train.init_from", "")
+  if init_from and "://" not in init_from:
+    _need(os.path.exists(init_from), "train.init_from", init_from, "does not exist",
+          "give the workdir of a trained run or one of its checkpoints/<step> directories")
+
+
+def _optim(config: ml_collections.ConfigDict) -> None:
+  from jaxgen.families import FAMILIES  # pylint: disable=import-outside-toplevel
+
+  family = _get(config, "model.family", "")
+  trained = FAMILIES.get(family).networks if family in FAMILIES else ()
+  used = {net: net if net in config.optim else "default" for net in trained}
+  for name, cfg in config.optim.items():
+    key = f"optim.{name}"
+    _need(cfg.name in optim.OPTIMIZERS, f"{key}.name", cfg.name, "is not an optimizer",
+          f"use one of {', '.join(optim.OPTIMIZERS)}")
+    _need(cfg.schedule in optim.SCHEDULES, f"{key}.schedule", cfg.schedule, "is not a schedule",
+          f"use one of {', '.join(optim.SCHEDULES)}")
+    nets = [net for net, group in used.items() if group == name]
+    if nets:
+      _need(cfg.learning_rate > 0, f"{key}.learning_rate", cfg.learning_rate,
+            f"must be > 0 (it trains {', '.join(nets)})", f"set e.g. --config.{key}.learning_rate=1e-3")
+    else:
+      _at_least(config, f"{key}.learning_rate", 0, 1e-3)
+    for field in ("end_learning_rate", "warmup_steps", "grad_clip_norm", "weight_decay", "momentum", "decay_steps"):
+      _at_least(config, f"{key}.{field}", 0, 0)
+    for field in ("b1", "b2"):
+      value = _get(config, f"{key}.{field}")
+      if value is not None:
+        _need(0 <= value < 1, f"{key}.{field}", value, "must be in [0, 1)", f"set e.g. --config.{key}.{field}=0.9")
+    _need(cfg.get("eps", 1.0) > 0, f"{key}.eps", cfg.get("eps"), "must be > 0", f"set e.g. --config.{key}.eps=1e-8")
+    if cfg.schedule == "warmup_cosine":
+      horizon = optim.horizon(cfg, config)
+      _need(cfg.warmup_steps < horizon, f"{key}.warmup_steps", cfg.warmup_steps,
+            f"must be below the schedule horizon ({horizon} steps)",
+            f"lower it or raise --config.{key}.decay_steps / --config.train.steps")
+
+
+def _sample_and_eval(config: ml_collections.ConfigDict) -> None:
+  _at_least(config, "sample.num", 1, 64)
+  temperature = _get(config, "sample.temperature")
+  if temperature is not None:
+    _need(temperature > 0, "sample.temperature", temperature, "must be > 0", "set e.g. --config.sample.temperature=1.0")
+  _at_least(config, "eval.batch_size", 1, 256)
+  _at_least(config, "eval.num_batches", 0, 0)
+  _at_least(config, "eval.num_samples", 1, 1000)
+  metrics = _get(config, "eval.metrics", ())
+  for name, group in (_get(config, "eval") or {}).items():
+    if isinstance(group, ml_collections.ConfigDict) and "every" in group:
+      _at_least(config, f"eval.{name}.every", 0, 0)
+  try:
+    from jaxgen.evaluation import EVALUATORS  # pylint: disable=import-outside-toplevel
+    from jaxgen.evaluation.features import SPACES  # pylint: disable=import-outside-toplevel
+  except ImportError:  # an older jaxgen.evaluation without the registry
+    EVALUATORS, SPACES = None, None
+  features = _get(config, "eval.features")
+  if SPACES is not None and features is not None:
+    _need(features in SPACES, "eval.features", features, "is not a feature space", f"use one of {', '.join(SPACES)}")
+  unknown = [name for name in metrics if EVALUATORS is not None and name not in EVALUATORS]
+  if unknown:
+    raise UserError(f"eval.metrics names unknown evaluator {unknown[0]!r}; available: "
+                    f"{', '.join(EVALUATORS.names())}")
+  weights = _get(config, "eval.inception_weights", "")
+  if weights and "://" not in weights and _get(config, "eval.features") == "inception":
+    _need(os.path.isfile(weights), "eval.inception_weights", weights, "is not a file",
+          "give the FID Inception weights (.pth or converted .npz) or --config.eval.inception_weights=''")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ``UserError`` for the first field that cannot work; see the module docstring."""
+  from jaxgen.families import FAMILIES  # pylint: disable=import-outside-toplevel
+
+  FAMILIES.get(_get(config, "model.family", ""))  # UserError listing the families
+  data = _get(config, "data.name", "")
+  _need(isinstance(data, str) and bool(data.strip()), "data.name", data, "is empty",
+        "name a data set, e.g. --config.data.name=digits")
+  _train(config)
+  _optim(config)
+  _sample_and_eval(config)
