@@ -1,4 +1,4 @@
-"""Adversarial autoencoder on the embedded 8x8 digits: conv encoder / decoder (discretized logistic
+"""Adversarial autoencoder on the embedded 8x8 digits: MLP encoder / decoder (discretized logistic
 over the 17 gray levels), an 8-dimensional code matched to N(0, I) by a latent discriminator.
 Everything else is the family's defaults (``jaxgen/families/aae.py``).
 

@@ -107,8 +107,15 @@ def _slurm(sweep, parallel: int) -> None:
     print(f"submit with: sbatch {path}")
 
 
+def _terminate(*_) -> None:
+  """SIGTERM: exit through ``SystemExit``, which stops the running points; repeats are ignored while
+  they save their steps."""
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  sys.exit(128 + signal.SIGTERM)
+
+
 def main(argv: list[str]) -> None:
-  signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # stop the points, then exit
+  signal.signal(signal.SIGTERM, _terminate)
   from jaxgen import sweeps  # imports the config registries: slow, so after flag parsing
 
   overrides = argv[1:]

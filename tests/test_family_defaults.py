@@ -32,6 +32,8 @@ CASES = {
     "flow2d": (DataSpec("toy2d/moons", "points", (2,)), [{}]),
     "pixelcnn": (DIGITS, [{}, {"output": "logistic_mixture", "conditional": True}]),
     "pixelrnn": (DIGITS, [{}, {"architecture": "row_lstm", "output": "logistic_mixture", "conditional": True}]),
+    "vae": (DIGITS, [{}, {"conditional": True, "architecture": "mlp"}]),
+    "vqvae": (DIGITS, [{}]),
     "rbm": (BINARY, [{}, {"visible": "gaussian"}]),
     "dbn": (BINARY, [{}]),
     "wavenet": (DataSpec("audio/tones", "audio", (64,), levels=256, num_classes=4, sample_rate=8000),

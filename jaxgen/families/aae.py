@@ -2,7 +2,8 @@
 to a prior by a GAN on the latent space.
 
 Networks. ``enc``: deterministic encoder ``z = E(x) [B, L]``; ``dec``: decoder ``p(x|z)`` (one of
-:mod:`jaxgen.nn.pixel_likelihood`); both from :mod:`jaxgen.nn.autoencoder` (``conv`` or ``mlp``).
+:mod:`jaxgen.nn.pixel_likelihood`); both from :mod:`jaxgen.nn.autoencoder` (``mlp`` by default:
+on digits the conv pair let the deterministic codes drift in scale and reconstructed worse).
 ``disc``: an MLP ``D(z) -> logit`` (``model.disc_hidden``) that tells prior samples from codes.
 
 Prior ``p(z)`` (``model.prior``): ``gaussian`` ``N(0, I_L)``, or ``mixture`` of
@@ -89,8 +90,8 @@ class AAE(LatentAutoencoderFamily):
   def defaults(cls) -> dict:
     return {
         "model": {
-            "architecture": "conv",  # conv (images) | mlp (images or points)
-            "hidden": (128,),  # widths of the encoder's MLP (head, for conv; reversed in the decoder)
+            "architecture": "mlp",  # mlp (images or points) | conv (images); mlp trains stabler here
+            "hidden": (256, 256),  # widths of the encoder's MLP (head, for conv; reversed in the decoder)
             "features": (16, 32),  # conv: channels of the stride-2 stages (H, W divisible by 2^len)
             "latent_dim": 8,
             "decoder": "logistic",  # bernoulli | gaussian | logistic (jaxgen.nn.pixel_likelihood)
