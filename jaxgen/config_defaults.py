@@ -40,6 +40,7 @@ def optimizer(**overrides) -> ml_collections.ConfigDict:
   c.end_learning_rate = 0.0  # final value of decaying schedules
   c.decay_steps = 0  # horizon of decaying schedules (0 = train.steps of the run that started the workdir)
   c.grad_clip_norm = 0.0  # clip by global norm when > 0
+  c.clip_params = 0.0  # clip every parameter to [-c, c] after each update when > 0 (WGAN)
   c.update(overrides)
   return c
 

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import optax
 
+from jaxgen import param_constraints
 from jaxgen.errors import UserError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -38,7 +39,8 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
 
 
 def optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """One network's optimizer, with optional global-norm gradient clipping in front."""
+  """One network's optimizer, with optional global-norm gradient clipping in front and parameter
+  clipping (``clip_params``) after it."""
   lr = schedule(cfg, total_steps)
   if cfg.name == "adam":
     tx = optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
@@ -54,6 +56,8 @@ def optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Gradien
     raise UserError(f"unknown optimizer {cfg.name!r}; use one of {', '.join(OPTIMIZERS)}")
   if cfg.grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+  if cfg.clip_params > 0:  # WGAN weight clipping: every parameter kept in [-c, c] after the update
+    tx = optax.chain(tx, param_constraints.clip_params(cfg.clip_params))
   return tx
 
 
