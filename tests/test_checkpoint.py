@@ -28,7 +28,8 @@ from jaxgen.errors import NonFiniteLossError, UserError
 from jaxgen.state import TrainState
 
 # Orbax abandons the read coroutines of a damaged step; Python reports them when they are collected.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")]
 
 
 def make_state(width: int = 4, extra: bool = False, seed: int = 0, big: int = 0) -> TrainState:
