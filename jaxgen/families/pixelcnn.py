@@ -78,6 +78,27 @@ class PixelCNN(nn.Module):
     return jnp.swapaxes(out, -1, -2)
 
 
+def check_pixel_model(family: str, m: ml_collections.ConfigDict, spec: DataSpec, odd_fields: tuple[str, ...]) -> int:
+  """The checks every pixel-level autoregressive family (PixelCNN, PixelRNN) makes of its data and
+  ``config.model``, each a ``UserError`` naming the fix; returns the outputs per sub-pixel
+  (``levels`` logits for softmax, ``3 * num_mixtures`` for the logistic mixture)."""
+  if spec.modality != "image" or spec.levels < 2:
+    raise UserError(f"{family} models images with discrete levels, and {spec.name!r} holds "
+                    f"{spec.modality}: use an image data set such as data.name='digits'")
+  if spec.dequantized:
+    raise UserError(f"{family} models the discrete raw pixel values: set data.dequantize=False")
+  if m.output not in OUTPUTS:
+    raise UserError(f"model.output={m.output!r} is not one of {list(OUTPUTS)}: set one of them")
+  channels = spec.shape[-1]
+  if int(m.features) % channels:
+    raise UserError(f"model.features={m.features} must be a multiple of the {channels} image "
+                    "channels (each feature belongs to one channel group): change model.features")
+  for name in odd_fields:
+    if int(m[name]) % 2 == 0:
+      raise UserError(f"model.{name}={m[name]} must be odd (masked convolutions are centred)")
+  return spec.levels if m.output == "softmax" else 3 * int(m.num_mixtures)
+
+
 @FAMILIES.register("pixelcnn")
 class PixelCNNFamily(MaximumLikelihoodFamily):
   """Autoregressive image model, one network ``model`` (module docstring; config in :meth:`defaults`)."""
@@ -102,23 +123,10 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     super().__init__(config, spec)
     m = config.model
-    if spec.modality != "image" or spec.levels < 2:
-      raise UserError(f"pixelcnn models images with discrete levels, and {spec.name!r} holds "
-                      f"{spec.modality}: use an image data set such as data.name='digits'")
-    if spec.dequantized:
-      raise UserError("pixelcnn models the discrete raw pixel values: set data.dequantize=False")
-    if m.output not in OUTPUTS:
-      raise UserError(f"model.output={m.output!r} is not one of {list(OUTPUTS)}: set one of them")
+    per_channel = check_pixel_model("pixelcnn", m, spec, ("kernel_size", "first_kernel_size"))
     channels = spec.shape[-1]
-    if int(m.features) % channels:
-      raise UserError(f"model.features={m.features} must be a multiple of the {channels} image "
-                      "channels (each feature belongs to one channel group): change model.features")
-    for name in ("kernel_size", "first_kernel_size"):
-      if int(m[name]) % 2 == 0:
-        raise UserError(f"model.{name}={m[name]} must be odd (masked convolutions are centred)")
     num_classes = self.condition_classes()
     self.levels = spec.levels
-    per_channel = spec.levels if m.output == "softmax" else 3 * int(m.num_mixtures)
     self.net = PixelCNN(data_channels=channels, outputs_per_channel=per_channel,
                         features=int(m.features), num_blocks=int(m.num_blocks),
                         kernel_size=int(m.kernel_size), first_kernel_size=int(m.first_kernel_size),

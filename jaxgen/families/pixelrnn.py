@@ -32,7 +32,7 @@ from jaxgen import config_defaults, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.families.base import FAMILIES, Family
-from jaxgen.families.pixelcnn import OUTPUTS, PixelCNNFamily
+from jaxgen.families.pixelcnn import PixelCNNFamily, check_pixel_model
 from jaxgen.nn.lstm2d import DiagonalBiLSTM, RowLSTM
 from jaxgen.nn.masked_conv import MaskedConv2D
 
@@ -101,24 +101,11 @@ class PixelRNNFamily(PixelCNNFamily):
     # PixelCNNFamily.__init__ builds the PixelCNN network from PixelCNN's fields: not called.
     Family.__init__(self, config, spec)  # pylint: disable=non-parent-init-called
     m = config.model
-    if spec.modality != "image" or spec.levels < 2:
-      raise UserError(f"pixelrnn models images with discrete levels, and {spec.name!r} holds "
-                      f"{spec.modality}: use an image data set such as data.name='digits'")
-    if spec.dequantized:
-      raise UserError("pixelrnn models the discrete raw pixel values: set data.dequantize=False")
     if m.architecture not in ARCHITECTURES:
       raise UserError(f"model.architecture={m.architecture!r} is not one of {list(ARCHITECTURES)}: set one of them")
-    if m.output not in OUTPUTS:
-      raise UserError(f"model.output={m.output!r} is not one of {list(OUTPUTS)}: set one of them")
+    per_channel = check_pixel_model("pixelrnn", m, spec, ("first_kernel_size", "row_kernel_size"))
     channels = spec.shape[-1]
-    if int(m.features) % channels:
-      raise UserError(f"model.features={m.features} must be a multiple of the {channels} image "
-                      "channels (each feature belongs to one channel group): change model.features")
-    for name in ("first_kernel_size", "row_kernel_size"):
-      if int(m[name]) % 2 == 0:
-        raise UserError(f"model.{name}={m[name]} must be odd (masked convolutions are centred)")
     self.levels = spec.levels
-    per_channel = spec.levels if m.output == "softmax" else 3 * int(m.num_mixtures)
     self.net = PixelRNN(data_channels=channels, outputs_per_channel=per_channel, architecture=str(m.architecture),
                         features=int(m.features), num_layers=int(m.num_layers),
                         first_kernel_size=int(m.first_kernel_size), row_kernel_size=int(m.row_kernel_size),
