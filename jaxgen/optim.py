@@ -38,10 +38,15 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
   raise UserError(f"unknown optim schedule {cfg.schedule!r}; use one of {', '.join(SCHEDULES)}")
 
 
-def optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def optimizer(cfg: ml_collections.ConfigDict, total_steps: int, repeats: int = 1) -> optax.GradientTransformation:
   """One network's optimizer, with optional global-norm gradient clipping in front and parameter
-  clipping (``clip_params``) after it."""
-  lr = schedule(cfg, total_steps)
+  clipping (``clip_params``) after it.
+
+  ``repeats``: updates of this network per training step (a WGAN critic: ``n_critic``). The
+  optimizer counts updates, so the schedule is read at ``count // repeats``: horizons and warm-up
+  stay in training steps whatever the number of repeats."""
+  per_step = schedule(cfg, total_steps)
+  lr = per_step if repeats == 1 else (lambda count: per_step(count // repeats))
   if cfg.name == "adam":
     tx = optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.name == "adamw":
@@ -83,8 +88,11 @@ def resolve_decay_steps(config: ml_collections.ConfigDict, saved: Mapping[str, A
       cfg.decay_steps = int(before or config.train.steps)
 
 
-def optimizers(config: ml_collections.ConfigDict, networks: tuple[str, ...]) -> dict[str, optax.GradientTransformation]:
+def optimizers(config: ml_collections.ConfigDict, networks: tuple[str, ...],
+               repeats: Mapping[str, int] | None = None) -> dict[str, optax.GradientTransformation]:
   """``{network: optimizer}`` from ``config.optim.<network>``, else ``config.optim.default``, each
-  scheduled over its ``horizon``."""
+  scheduled over its ``horizon`` in training steps; ``repeats``: updates per step of each network
+  (default 1)."""
   groups = {net: config.optim.get(net, config.optim.default) for net in networks}
-  return {net: optimizer(cfg, horizon(cfg, config)) for net, cfg in groups.items()}
+  repeats = repeats or {}
+  return {net: optimizer(cfg, horizon(cfg, config), repeats.get(net, 1)) for net, cfg in groups.items()}

@@ -83,7 +83,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
   optim.resolve_decay_steps(config, saved.saved_config())  # an extended run keeps its schedule
   saved.close()
-  return Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks), evaluators)
+  repeats = {group.network: group.repeats for group in family.update_groups()}
+  return Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks, repeats), evaluators)
 
 
 # --- state -----------------------------------------------------------------------------------------

@@ -110,6 +110,20 @@ def test_extending_a_run_keeps_its_cosine_schedule():
   assert explicit.optim.model.decay_steps == 120
 
 
+
+def test_a_repeated_update_group_reads_its_schedule_in_training_steps():
+  """A WGAN critic updated n_critic=5 times per step: its learning rate at training step k is the
+  cosine schedule at k (not at 5k, which would end the decay after a fifth of the run)."""
+  cfg = config_defaults.optimizer(name="sgd", momentum=0.0, schedule="cosine", learning_rate=0.1,
+                                  end_learning_rate=0.0)
+  params = {"w": np.zeros(())}
+  tx = optim.optimizer(cfg, 100, repeats=5)
+  opt_state = tx.init(params)
+  for k in range(30):
+    for _ in range(5):
+      updates, opt_state = tx.update({"w": np.ones(())}, opt_state, params)
+      assert float(updates["w"]) == pytest.approx(-_cosine(0.1, 0.0, 100, k), rel=1e-6, abs=1e-12)
+
 # --- stop signal -------------------------------------------------------------------------------------
 
 
