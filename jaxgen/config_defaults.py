@@ -3,7 +3,9 @@
 Each ``get_config()`` starts from ``base(family)``: the shared groups below, plus the defaults the
 family declares in its own file (``Family.defaults()``), so a config sets only what differs.
 ``load(path, overrides)`` reads a config file and applies ``a.b=value`` overrides with
-``parse_override``: the parser shared by the command line, tests, benchmarks and sweeps.
+``parse_override``: the parser shared by the command line, tests, benchmarks and sweeps;
+``split_command_line`` takes the ``--config.a.b=value`` arguments out of a command line (for
+``jaxgen.main`` and ``jaxgen.sweep``) and hands the rest to absl.
 
 The five public fields, the same in every config: ``seed``, ``data.name``, ``train.steps``,
 ``train.batch_size``, ``train.checkpoint_every``. The rest is grouped by concern:
@@ -251,3 +253,21 @@ def load(path: str, overrides: Mapping[str, Any] | Iterable[str] = ()) -> ml_col
     raise UserError(f"get_config() of {path!r} returned {type(config).__name__}, not an "
                     "ml_collections.ConfigDict; end it with `return c` (see configs/gan.py)")
   return apply_overrides(config, overrides)
+
+
+def split_command_line(argv: list[str], flag_values) -> tuple[list[str], list[str]]:
+  """``(absl's remaining argv, the --config.a.b=value arguments in order)``.
+
+  Everything but the overrides is parsed by ``flag_values`` (absl's ``flags.FLAGS``); a bad flag
+  or a stray positional argument is one ``UserError``.
+  """
+  from absl import flags  # the CLIs' dependency only
+
+  overrides = [a for a in argv[1:] if a.startswith("--config.")]
+  try:
+    rest = flag_values([a for a in argv if not a.startswith("--config.")])
+  except flags.Error as e:
+    raise UserError(str(e).splitlines()[0]) from None
+  if len(rest) > 1:
+    raise UserError(f"unexpected argument {rest[1]!r}; flags are --name=value, overrides --config.KEY=VALUE")
+  return rest, overrides

@@ -48,13 +48,11 @@ def _fail(message: str, status: int = 1, prefix: str = "error") -> None:
 
 def _parse(argv: list[str]) -> list[str]:
   """absl flag parsing of everything but the config overrides; errors as one line."""
-  _OVERRIDES.extend(a for a in argv[1:] if a.startswith("--config."))
   try:
-    rest = flags.FLAGS([a for a in argv if not a.startswith("--config.")])
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  if len(rest) > 1:
-    _fail(f"unexpected argument {rest[1]!r}; overrides are written --config.KEY=VALUE")
+    rest, overrides = config_defaults.split_command_line(argv, flags.FLAGS)
+  except UserError as e:
+    _fail(str(e))
+  _OVERRIDES.extend(overrides)
   return rest
 
 

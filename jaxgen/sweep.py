@@ -20,6 +20,7 @@ import sys
 
 from absl import app, flags
 
+from jaxgen import config_defaults
 from jaxgen.errors import UserError
 
 _CONFIG = flags.DEFINE_string("config", None, "The config file the points vary, e.g. configs/gan.py.")
@@ -56,13 +57,10 @@ def _fail(message: str) -> None:
 
 def _parse(argv: list[str]) -> list[str]:
   """absl parsing of the sweep's own flags; the ``--config.k=v`` overrides are handed to ``main``."""
-  overrides = [a for a in argv[1:] if a.startswith("--config.")]
   try:
-    rest = flags.FLAGS([a for a in argv if not a.startswith("--config.")])
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  if len(rest) > 1:
-    _fail(f"unexpected argument {rest[1]!r}; flags are --name=value, overrides --config.KEY=VALUE")
+    rest, overrides = config_defaults.split_command_line(argv, flags.FLAGS)
+  except UserError as e:
+    _fail(str(e))
   return rest + overrides
 
 
