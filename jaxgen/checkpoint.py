@@ -361,6 +361,19 @@ class Checkpointer:
   def wait(self) -> None:
     """Saves are synchronous: nothing to wait for (kept for callers of the asynchronous API)."""
 
+  def restore_as_saved(self, step: int) -> tuple[Any, list[str]]:
+    """``(state, damaged)``: the state saved at ``step`` with its saved shapes and dtypes, on this
+    process's first device (no target needed: a warm start or a pretrained model reads another
+    run's checkpoint), and the keys whose data do not match their stored digest."""
+    saved_meta = self.manager.item_metadata(step)[STATE]
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          getattr(saved_meta, "tree", saved_meta))
+    state = self.manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))[STATE]
+    expected = (self.meta(step) or {}).get("digest") or {}
+    actual, _ = digest(state)
+    return state, [k for k in expected if actual.get(k) != expected[k]]
+
   def close(self) -> None:
     self.manager.close()
 
@@ -393,17 +406,10 @@ def warm_start(init_from: str, fresh: Any) -> Any:
   try:
     if step not in ckpt.steps() or ckpt.meta(step) is None:
       raise UserError(f"train.init_from={init_from!r}: no complete checkpoint step {step} in {ckpt.directory}")
-    saved_meta = ckpt.manager.item_metadata(step)[STATE]
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          getattr(saved_meta, "tree", saved_meta))
     try:
-      saved = ckpt.manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))[STATE]
+      saved, bad = ckpt.restore_as_saved(step)
     except Exception as e:
       raise UserError(f"train.init_from={init_from!r}: step {step} does not restore ({workdir_lib.storage_cause(e) or _first_line(e)})") from None
-    expected = ckpt.meta(step).get("digest") or {}
-    actual, _ = digest(saved)
-    bad = [k for k in expected if actual.get(k) != expected[k]]
     if bad:
       raise UserError(f"train.init_from={init_from!r}: step {step} is damaged ({bad[0]} does not match its checksum); "
                       "choose another step")

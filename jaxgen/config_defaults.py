@@ -102,6 +102,9 @@ def _shared() -> ml_collections.ConfigDict:
   c.train.log_every = 50  # train metrics to JSONL / TensorBoard (0 = only at the end)
   c.train.ema_decay = 0.999  # 0 disables EMA (the EMA params are then the params)
   c.train.progress_bar = True
+  c.train.compute_dtype = "float32"  # float32 | bfloat16: the networks' forward pass (params, optimizer and losses stay float32)
+  c.train.grad_accum_steps = 1  # k micro-batches of batch_size / k per step, gradients averaged before one update
+  c.train.param_sharding = "replicated"  # replicated | fsdp: params and optimizer state split over the devices
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num = 64

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import orbax.checkpoint as ocp
 
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import config_defaults
 from jaxgen import data as data_lib
+from jaxgen import workdir as workdir_lib
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.families.base import Family, build
@@ -63,22 +62,6 @@ def _config(saved: dict, where: str) -> ml_collections.ConfigDict:
   return config
 
 
-def _restore(ckpt: checkpoint_lib.Checkpointer, step: int) -> Any:
-  """The state saved at ``step`` as it was saved (on this process's first device), verified."""
-  saved = ckpt.manager.item_metadata(step)[checkpoint_lib.STATE]
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        getattr(saved, "tree", saved))
-  state = ckpt.manager.restore(step, args=ocp.args.Composite(
-      **{checkpoint_lib.STATE: ocp.args.StandardRestore(target)}))[checkpoint_lib.STATE]
-  expected = ckpt.meta(step).get("digest") or {}
-  actual, _ = checkpoint_lib.digest(state)
-  if any(actual.get(k) != v for k, v in expected.items()):
-    raise UserError(f"checkpoint {ckpt.directory / str(step)} is damaged (its data does not match "
-                    "its checksum); retrain that run")
-  return state
-
-
 def load(workdir: str, spec: DataSpec, data_config: ml_collections.ConfigDict, knob: str,
          family: str | tuple[str, ...] = ()) -> Pretrained:
   """The run in ``workdir``, built for ``spec``; ``knob`` names the config field that pointed here
@@ -94,9 +77,8 @@ def load(workdir: str, spec: DataSpec, data_config: ml_collections.ConfigDict, k
                       f"first (python -m jaxgen.main --config=... --workdir={workdir})")
     saved, where = ckpt.meta(step).get("config"), str(ckpt.directory / str(step))
     if saved is None:  # a checkpoint saved without its config: the run's config.json
-      where = os.path.join(workdir, "config.json")
-      with open(where) as f:
-        saved = json.load(f)
+      where = workdir_lib.path(workdir) / "config.json"
+      saved = json.loads(where.read_text())
     config = _config(saved, where)
     wanted = (family,) if isinstance(family, str) else tuple(family)
     if wanted and config.model.family not in wanted:
@@ -107,7 +89,10 @@ def load(workdir: str, spec: DataSpec, data_config: ml_collections.ConfigDict, k
     if differ:
       raise UserError(f"{knob}={workdir!r} was trained on other data ({'; '.join(differ)}); "
                       "set the same data.* fields here")
-    state = _restore(ckpt, step)
+    state, damaged = ckpt.restore_as_saved(step)
+    if damaged:
+      raise UserError(f"checkpoint {ckpt.directory / str(step)} is damaged ({damaged[0]} does not match "
+                      "its checksum); retrain that run")
   finally:
     ckpt.close()
   return Pretrained(config, build(config, spec), state["ema_params"], state["state"], step)

@@ -26,6 +26,11 @@ A *family* (GAN, VAE, PixelCNN, flow, diffusion, ...) is a class registered by n
 * ``defaults() -> dict`` (a classmethod): every ``config.model`` field the family reads and its
     ``config.sample`` controls, declared once in the family's file (see :meth:`Family.defaults`).
 
+Mixed precision: a family whose networks take ``dtype=self.compute_dtype`` (the Flax modules' compute
+dtype, from ``train.compute_dtype``) sets ``mixed_precision = True``. Its params stay float32 (Flax's
+``param_dtype``), so the gradients and the optimizer state are float32; the networks cast their
+outputs to float32 before any loss or likelihood is summed.
+
 A batch is a dict of arrays with a leading batch axis: ``"x"`` (float images ``[B, H, W, C]``,
 points ``[B, D]`` or integer tokens ``[B, T]``) and, where the data set has classes, ``"label"``
 (int32 ``[B]``). All functions must be pure and jit-able: the trainer compiles them once.
@@ -38,6 +43,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jaxgen.data.spec import DataSpec
@@ -73,6 +79,9 @@ class Family(abc.ABC):
   #: Names of the networks, e.g. ``("disc", "gen")``; each gets its own optimizer
   #: (``config.optim.<name>``, falling back to ``config.optim.default``).
   networks: tuple[str, ...] = ("model",)
+  #: Whether the networks compute in ``train.compute_dtype`` (module docstring); the config check
+  #: refuses ``train.compute_dtype`` other than float32 for the families that do not.
+  mixed_precision: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.config = config
@@ -86,6 +95,11 @@ class Family(abc.ABC):
     ``config_defaults.base(name)`` merges them over the shared defaults, so a config file sets only
     what differs."""
     return {}
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    """``train.compute_dtype`` as a dtype: what the networks' forward pass computes in."""
+    return jnp.dtype(self.config.train.get("compute_dtype", "float32"))
 
   def condition_classes(self) -> int:
     """Classes to condition on: ``spec.num_classes`` when ``config.model.conditional`` is set, else 0.

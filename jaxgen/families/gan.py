@@ -38,8 +38,9 @@ import jax.numpy as jnp
 from jaxgen import config_defaults, losses, sampling
 from jaxgen.errors import UserError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.nn.gan_generator import latent_to_map, num_upsamples, to_image
 from jaxgen.nn.mlp import MLP
-from jaxgen.nn.resnet_gan import ResNetDiscriminator, ResNetGenerator, num_upsamples
+from jaxgen.nn.resnet_gan import ResNetDiscriminator, ResNetGenerator
 
 #: The discriminator's non-gradient collection of power-iteration vectors (spectral norm).
 SPECTRAL = "spectral"
@@ -55,19 +56,15 @@ class ImageGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, z, labels, train: bool):
-    h, w, c = self.shape
-    k = num_upsamples(h)
-    if self.num_classes:
-      z = jnp.concatenate([z, nn.Embed(self.num_classes, z.shape[-1])(labels)], axis=-1)
+    k = num_upsamples(self.shape[0])
     ch = self.width * 2**k
-    x = nn.Dense((h >> k) * (w >> k) * ch)(z).reshape(z.shape[0], h >> k, w >> k, ch)
+    x = latent_to_map(z, labels, self.num_classes, self.shape, ch)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    for i in range(k):
+    for _ in range(k):
       ch //= 2
       x = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x)
       x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-    x = nn.Conv(c, (3, 3), padding="SAME")(x)
-    return jnp.tanh(x) if self.out_activation == "tanh" else nn.sigmoid(x)
+    return to_image(x, self.shape[-1], self.out_activation)
 
 
 class ImageDiscriminator(nn.Module):

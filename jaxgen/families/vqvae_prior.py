@@ -29,7 +29,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxgen import data as data_lib
 from jaxgen import pretrained, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -77,16 +76,8 @@ class VQVAEPrior(Family):
   def code_cache(self) -> dict[str, jax.Array]:
     """The training split's codes, computed once: ``{"codes": int32 [N, h, w], ["label": [N]]}``."""
     if self._cache is None:
-      pipeline = data_lib.build(self.config)
-      encode = jax.jit(self.encode_codes)
-      parts = []
-      for step in range(-(-pipeline.num_train // pipeline.local_batch_size)):
-        batch = pipeline.train_batch(step)  # steps 0.. cover epoch 0: every example once
-        part = {"codes": encode(batch["x"])}
-        if "label" in batch:
-          part["label"] = jnp.asarray(batch["label"])
-        parts.append(part)
-      self._cache = jax.tree.map(lambda *a: jnp.concatenate(a)[:pipeline.num_train], *parts)
+      encoded = pretrained.encode_training_split(self.config, jax.jit(self.encode_codes))
+      self._cache = {"codes" if k == "z" else k: v for k, v in encoded.items()}
     return self._cache
 
   def _code_batch(self, codes, labels):

@@ -27,14 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def num_upsamples(size: int) -> int:
-  """How often ``size`` halves while staying an integer >= 4: the up/down-sampling depth."""
-  k = 0
-  while size % 2 == 0 and size // 2 >= 4:
-    size //= 2
-    k += 1
-  return k
+from jaxgen.nn.gan_generator import latent_to_map, num_upsamples, to_image
 
 
 def _upsample(x: jax.Array) -> jax.Array:
@@ -90,16 +83,10 @@ class ResNetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, z, labels, train: bool):
-    h, w, c = self.shape
-    k = num_upsamples(h)
-    if self.num_classes:
-      z = jnp.concatenate([z, nn.Embed(self.num_classes, z.shape[-1])(labels)], axis=-1)
-    x = nn.Dense((h >> k) * (w >> k) * self.width)(z).reshape(z.shape[0], h >> k, w >> k, self.width)
-    for _ in range(k):
+    x = latent_to_map(z, labels, self.num_classes, self.shape, self.width)
+    for _ in range(num_upsamples(self.shape[0])):
       x = UpBlock(self.width)(x, train)
-    x = nn.relu(_batch_norm(train)(x))
-    x = nn.Conv(c, (3, 3), padding="SAME")(x)
-    return jnp.tanh(x) if self.out_activation == "tanh" else nn.sigmoid(x)
+    return to_image(nn.relu(_batch_norm(train)(x)), self.shape[-1], self.out_activation)
 
 
 class ResNetDiscriminator(nn.Module):
