@@ -118,3 +118,33 @@ def test_disk_full_mid_run_is_one_line_quickly_and_the_last_checkpoint_restores(
     config = tiny_config("gan", **{"eval.metrics": ("heldout",)})
     restored = train.restore_for_inference(train.setup(config, run))
     assert int(restored.step) == saved >= 4
+
+
+AGREEMENT_SCRIPT = r"""
+import os, signal, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(f"localhost:{sys.argv[1]}", 2, int(sys.argv[2]))
+from jaxgen import preemption
+with preemption.StopSignal() as stop:
+  for step in range(1, 12):
+    if jax.process_index() == 1 and step == 4:
+      os.kill(os.getpid(), signal.SIGTERM)  # only process 1 is signalled, between steps 4 and 5
+    if stop.should_stop(step):
+      print(f"stop at {step} ({stop.reason})", flush=True)
+      break
+  else:
+    print("never stopped", flush=True)
+"""
+
+
+def test_two_processes_agree_on_the_stop_step_when_only_one_is_signalled():
+  """The real all-process reduction of two jax.distributed CPU processes: one SIGTERM, one step."""
+  port = str(20000 + os.getpid() % 20000)
+  procs = [subprocess.Popen([sys.executable, "-c", AGREEMENT_SCRIPT, port, str(i)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+  # Process 1 raised its flag at step 4; it is read one call later, by both processes alike.
+  said = [[line for line in out.splitlines() if line.startswith(("stop at", "never"))] for out, _ in outs]
+  assert said == [["stop at 5 (a stop signal on another process)"], ["stop at 5 (SIGTERM)"]]
