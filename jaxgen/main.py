@@ -1,7 +1,8 @@
 """Command line: ``python -m jaxgen.main --config=configs/gan.py --workdir=runs/gan [--mode=train]``.
 
 Kept short on purpose: parse flags, load and validate the config, optionally join a multi-process
-run, lock the workdir (train mode), hand (config, workdir) to ``jaxgen.train``. Every
+run, lock the workdir (train mode), hand (config, workdir) to ``jaxgen.train`` (or, for
+``--mode=reference_stats``, to ``jaxgen.evaluation.reference_stats``, which reads no checkpoint). Every
 ``--config.a.b=value`` argument is taken out of the command line before absl parses the rest and
 applied by ``config_defaults.load``, the one override parser (shared with tests, benchmarks and
 sweeps). Exit status: 0 done; 1 a user error, printed as one line ``jaxgen: error: ...`` (bad
@@ -24,7 +25,9 @@ from jaxgen.errors import Preempted, UserError
 _CONFIG = flags.DEFINE_string("config", None, "Path to a config file, e.g. configs/gan.py; override any field "
                               "with --config.a.b=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs://bucket/path) for checkpoints, logs and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "reference_stats"],
+                          "What to do (reference_stats: FID reference statistics of a data split, "
+                          "docs/evaluation.md).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-process runs; see launch/).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (auto on SLURM / TPU VMs).")
@@ -87,6 +90,10 @@ def _run(config, root) -> None:
       train.train_and_evaluate(config, str(root))
     elif mode == "sample":
       train.sample(config, str(root))
+    elif mode == "reference_stats":
+      from jaxgen.evaluation import reference_stats  # pylint: disable=import-outside-toplevel
+
+      print(f"wrote {reference_stats.compute(config, str(root))}")
     else:
       train.evaluate(config, str(root))
 

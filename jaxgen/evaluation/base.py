@@ -40,6 +40,10 @@ SHARED_DEFAULTS = {
     "features": "auto",  # feature space of sample metrics: auto | data | digits_classifier | inception
     "inception_weights": "",  # FID Inception-v3 weights (.pth or converted .npz); "" = skip those metrics
     "block_size": 1024,  # rows per block of the pairwise distances (bounds memory)
+    # FID reference statistics (docs/evaluation.md#reference-statistics)
+    "reference_stats": "",  # .npz of mu/sigma FID compares against ("" = the real examples' features)
+    "reference_stats_split": "train",  # split --mode=reference_stats streams: train | test
+    "reference_stats_out": "",  # file --mode=reference_stats writes ("" = <workdir>/reference_stats/<split>.npz)
 }
 
 
@@ -51,6 +55,9 @@ class Evaluator:
   #: Whether ``run`` compares samples in the feature space of ``config.eval.features``: such
   #: evaluators are skipped (with one warning) when that space is Inception and no weights are given.
   uses_features: bool = False
+  #: Whether ``run`` reads only the Gaussian statistics ``ctx.fake_stats`` / ``ctx.real_stats`` (FID):
+  #: when every due feature metric does, generated features are streamed into them, never held.
+  only_gaussian_stats: bool = False
 
   @classmethod
   def defaults(cls) -> dict:
@@ -123,6 +130,7 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any) -> l
 
 def run(evaluators: list[Evaluator], ctx: EvalContext) -> dict[str, float]:
   """The union of the outputs of ``evaluators`` on one shared context."""
+  ctx.stream_stats = all(e.only_gaussian_stats for e in evaluators if e.uses_features)
   results: dict[str, float] = {}
   for evaluator in evaluators:
     out = evaluator.run(ctx)

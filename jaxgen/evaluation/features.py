@@ -15,20 +15,31 @@ Spaces:
 When the space is Inception and ``eval.inception_weights`` is empty, the metrics that need it are
 skipped with one logged warning (training is not stopped for lack of a weight file); a path that
 does not exist or holds other weights is a ``UserError`` at setup.
+
+A space's :class:`Network` is identified by its name and the SHA-256 of its weights (stored with
+FID reference statistics, ``reference_stats``). It runs on every device of the mesh: a chunk of
+``B`` examples (``B`` a multiple of the device count, padded otherwise) is split over the devices,
+each computes the features of its ``B / n`` rows, and every process receives all ``[B, F]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Any, Callable
 
+import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
+from jaxgen import parallel
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation import digits_classifier
 from jaxgen.evaluation.base import Evaluator
-from jaxgen.evaluation.inception_weights import inception_features, load_inception_variables
+from jaxgen.evaluation.inception import InceptionV3
+from jaxgen.evaluation.inception_weights import load_inception_variables, sha256_of
 from jaxgen.outputs import to_uint8
 
 SPACES = ("auto", "data", "digits_classifier", "inception")
@@ -41,6 +52,12 @@ class Features:
 
   features: np.ndarray
   logits: np.ndarray | None
+
+  @staticmethod
+  def concatenate(parts: list[Features]) -> Features:
+    """The rows of ``parts`` in order."""
+    logits = None if parts[0].logits is None else np.concatenate([p.logits for p in parts])
+    return Features(np.concatenate([p.features for p in parts]), logits)
 
 
 def resolve(config: ml_collections.ConfigDict, spec: DataSpec) -> str:
@@ -94,17 +111,103 @@ def to_inception_input(x: np.ndarray, spec: DataSpec) -> np.ndarray:
   return to_uint8(x, spec).astype(np.float32) / 255.0
 
 
-def extract(config: ml_collections.ConfigDict, spec: DataSpec, x: np.ndarray) -> Features:
-  """Features of model-space examples ``x`` ``[N, *spec.shape]`` in the configured space."""
+def extract(config: ml_collections.ConfigDict, spec: DataSpec, x: np.ndarray, mesh: Mesh | None = None) -> Features:
+  """Features of model-space examples ``x`` ``[N, *spec.shape]`` (the same array on every process)
+  in the configured space, ``eval.batch_size`` at a time over the devices of ``mesh`` (default: all)."""
+  net = network(config, spec, mesh)
   x = np.asarray(x, np.float32)
-  space = resolve(config, spec)
+  chunk = int(config.eval.batch_size)
+  return Features.concatenate([net.of_examples(x[start:start + chunk]) for start in range(0, x.shape[0], chunk)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """The feature network of one space on one mesh.
+
+  Attributes:
+    space: ``data``, ``digits_classifier`` or ``inception``.
+    sha256: hex SHA-256 of its weights (``""`` for ``data``): the Inception ``.pth`` (an ``.npz``
+      conversion records it), the digits classifier's ``.npz``.
+    dim: feature dimension ``F``.
+    mesh: the devices it runs on (a 1-D ``data`` mesh, ``parallel.make_mesh``).
+    to_input: model-space examples ``[B, *shape]`` -> the network's input (host, numpy).
+    apply: jitted ``(variables, inputs [B, ...] sharded over the mesh) -> (features [B, F],
+      logits [B, C] or None)``, replicated on every device.
+    variables: its weights, replicated on the mesh.
+  """
+
+  space: str
+  sha256: str
+  dim: int
+  mesh: Mesh
+  to_input: Callable[[np.ndarray], np.ndarray]
+  apply: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array | None]]
+  variables: Any
+
+  def of_inputs(self, inputs: jax.Array) -> Features:
+    """Features of network inputs already laid out as a global array sharded over the mesh's
+    ``data`` axis (``parallel.global_batch``); every process gets all rows."""
+    features, logits = self.apply(self.variables, inputs)
+    return Features(np.asarray(features), None if logits is None else np.asarray(logits))
+
+  def of_examples(self, x: np.ndarray) -> Features:
+    """Features of model-space examples ``x`` ``[B, *shape]``, the same array on every process."""
+    n = x.shape[0]
+    inputs = self.to_input(np.asarray(x, np.float32))
+    inputs = np.pad(inputs, [(0, -n % self.mesh.size)] + [(0, 0)] * (inputs.ndim - 1))
+    sharded = jax.make_array_from_callback(inputs.shape, parallel.batch_sharding(self.mesh), lambda i: inputs[i])
+    out = self.of_inputs(sharded)
+    return Features(out.features[:n], None if out.logits is None else out.logits[:n])
+
+
+def network(config: ml_collections.ConfigDict, spec: DataSpec, mesh: Mesh | None = None) -> Network:
+  """The feature network of ``eval.features`` on ``mesh`` (default: every device), built once."""
+  return _network(resolve(config, spec), str(config.eval.inception_weights), spec, mesh or parallel.make_mesh())
+
+
+def _flatten(variables, x):
+  del variables
+  return x.reshape(x.shape[0], -1), None
+
+
+def _digits(variables, images):
+  return digits_classifier.DigitsClassifier().apply(variables, images)
+
+
+def _inception(variables, images):
+  return InceptionV3(resize=True).apply(variables, images)
+
+
+@functools.lru_cache(maxsize=None)
+def _weights_sha256(path: str) -> str:
+  """SHA-256 of a weights file; for a converted Inception ``.npz``, that of the ``.pth`` it records."""
+  if path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as npz:
+      if "source_sha256" in npz.files:
+        return str(npz["source_sha256"])
+  return sha256_of(path)
+
+
+def _to_rgb(images: np.ndarray) -> np.ndarray:
+  return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+@functools.lru_cache(maxsize=8)
+def _network(space: str, weights: str, spec: DataSpec, mesh: Mesh) -> Network:
   if space == "data":
-    return Features(x.reshape(x.shape[0], -1), None)
-  if space == "digits_classifier":
-    images = digits_classifier.to_classifier_input(x, spec)
-    return Features(*digits_classifier.digits_features(images, batch_size=config.eval.batch_size))
-  variables = load_inception_variables(config.eval.inception_weights)
-  return Features(*inception_features(variables, to_inception_input(x, spec), config.eval.batch_size))
+    to_input, fn, variables, sha, dim = lambda x: x, _flatten, {}, "", spec.dims
+  elif space == "digits_classifier":
+    to_input = functools.partial(digits_classifier.to_classifier_input, spec=spec)
+    fn, variables = _digits, {"params": digits_classifier.load_params()}
+    sha, dim = _weights_sha256(str(digits_classifier.WEIGHTS_PATH)), digits_classifier.FEATURES
+  elif space == "inception":
+    to_input = lambda x: _to_rgb(to_inception_input(x, spec))  # noqa: E731
+    fn, variables, sha, dim = _inception, load_inception_variables(weights), _weights_sha256(weights), 2048
+  else:
+    raise UserError(f"{spec.name} ({spec.modality}) has no feature space; set --config.eval.features=data")
+  replicated = parallel.replicated(mesh)
+  apply = jax.jit(fn, in_shardings=(replicated, parallel.batch_sharding(mesh)), out_shardings=replicated)
+  return Network(space, sha, dim, mesh, to_input, apply, jax.device_put(variables, replicated))
 
 
 class FeatureMetric(Evaluator):

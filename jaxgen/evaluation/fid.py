@@ -1,15 +1,29 @@
 """``fid``: Fréchet distance between Gaussians fitted to real and generated features
-(``gaussian.fid_from_features``), in the space of ``eval.features``. Reports ``fid``."""
+(``gaussian.frechet_distance``), in the space of ``eval.features``. Reports ``fid``.
+
+The reference is the file ``eval.reference_stats`` when given (``reference_stats``: checked against
+the feature network and the example shape before training), else the Gaussian of the real examples'
+features. The generated side streams its features into a Gaussian accumulator when no other due
+metric needs them (``ctx.fake_stats``), so 50k samples cost ``O(F^2)`` memory.
+"""
 
 from __future__ import annotations
 
+from jaxgen.evaluation import features, reference_stats
 from jaxgen.evaluation.base import register
 from jaxgen.evaluation.features import FeatureMetric
-from jaxgen.evaluation.gaussian import fid_from_features
+from jaxgen.evaluation.gaussian import frechet_distance
 
 
 @register("fid")
 class FID(FeatureMetric):
 
+  only_gaussian_stats = True
+
+  def check(self, config, spec, family) -> None:
+    super().check(config, spec, family)
+    if config.eval.reference_stats and features.available(config, spec):
+      reference_stats.check(config, spec)
+
   def run(self, ctx) -> dict[str, float]:
-    return {"fid": fid_from_features(ctx.real_features.features, ctx.fake_features.features)}
+    return {"fid": frechet_distance(*ctx.real_stats, *ctx.fake_stats)}
