@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 
 from jaxgen.errors import UserError
+from jaxgen.nn.conv_transpose import ConvTranspose
 
 
 def check_downsampling(shape: Sequence[int], stages: int, field: str = "model.features") -> tuple[int, int]:
@@ -52,6 +53,6 @@ class ConvDecoder(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.relu(nn.Conv(self.features[-1], (3, 3), padding="SAME")(x))
     for ch in reversed(self.features):
-      x = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x))
+      x = nn.relu(ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x))
       x = nn.relu(x + nn.Conv(ch, (3, 3), padding="SAME")(x))
     return nn.Conv(self.out_channels, (3, 3), padding="SAME")(x)
