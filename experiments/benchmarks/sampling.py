@@ -4,7 +4,8 @@
 
 Sections (each also runs alone as a script): transformer (KV-cache vs naive, 256 tokens),
 pixelcnn_wavenet (WaveNet queue cache vs naive at 4096 samples, PixelCNN images/s),
-diffusion (DDPM 1000 steps vs DDIM 50 / 100 steps per batch), flows (samples/s).
+diffusion (DDPM 1000 steps vs DDIM 50 / 100 steps per batch), flows (samples/s), families (GAN
+variants, latent-variable and energy-based families: samples/s).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib.util
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECTIONS = ["transformer", "pixelcnn_wavenet", "diffusion", "flows"]
+SECTIONS = ["transformer", "pixelcnn_wavenet", "diffusion", "flows", "families"]
 
 
 def load(section: str):

@@ -11,35 +11,16 @@ python experiments/benchmarks/sampling_flows.py [--quick]
 from __future__ import annotations
 
 import argparse
-import os
-import runpy
-import sys
 
-import jax
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-from jaxgen import data as data_lib  # noqa: E402
-from jaxgen import families  # noqa: E402
-from jaxgen.timing import median_seconds  # noqa: E402
+from sampling_families import measure
 
 CONFIGS = ("realnvp", "glow", "flow2d")
 
 
 def run(quick: bool = False) -> list[dict]:
-  """One row per flow: ``{name, data, num, samples_per_s, device}``."""
-  rows = []
-  for name in CONFIGS:
-    config = runpy.run_path(os.path.join(ROOT, "configs", f"{name}.py"))["get_config"]()
-    num = (256 if quick else 1024) * (4 if name == "flow2d" else 1)
-    data = data_lib.build(config)
-    family = families.build(config, data.spec)
-    params, state = family.init(jax.random.key(0), data.train_batch(0))
-    sample = jax.jit(lambda p, s, k, family=family, num=num: family.sample(p, s, k, num))
-    seconds = median_seconds(sample, params, state, jax.random.key(1), repeats=3 if quick else 10)
-    rows.append({"name": name, "data": data.spec.name, "num": num, "samples_per_s": num / seconds,
-                 "device": jax.devices()[0].device_kind})
-  return rows
+  """One row per flow (``sampling_families.measure``): ``{name, data, num, samples_per_s, ...}``."""
+  return [measure(name, (256 if quick else 1024) * (4 if name == "flow2d" else 1), 3 if quick else 10)
+          for name in CONFIGS]
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
-"""Generation speed of WaveNet (Fast-WaveNet queues vs naive recompute) and PixelCNN (images/s).
+"""Generation speed of WaveNet (Fast-WaveNet queues vs naive recompute), PixelCNN and PixelRNN (images/s).
 
 * WaveNet: configs/wavenet.py's model (32 residual / 32 dilation / 64 skip channels, dilations
   1..128, receptive field 257) conditioned on a label, generating ``length`` samples
   (4096; 1024 with ``--quick``) for a batch of one clip. Both samplers are one compiled
   ``lax.scan`` with the same key and controls and draw the same tokens (asserted); the naive one
   recomputes the 256-position window at every step. Target: cached >= 10x faster than naive.
-* PixelCNN: configs/pixelcnn.py's model on digits (8x8x1, 17 levels): 64 sequential network
-  evaluations per batch of images in one compiled ``lax.fori_loop``.
+* PixelCNN and PixelRNN: configs/pixelcnn.py's and configs/pixelrnn.py's models on digits (8x8x1,
+  17 levels): 64 sequential network evaluations per batch of images in one compiled loop.
 
 Random weights (speed does not depend on them). Times are the median of ``repeats`` calls after
 one compiling call. ``python experiments/benchmarks/sampling_pixelcnn_wavenet.py [--quick]``
@@ -48,25 +48,27 @@ def _wavenet(length: int, repeats: int) -> dict:
   }
 
 
-def _pixelcnn(batch: int, repeats: int) -> dict:
-  config = config_defaults.load(str(CONFIGS / "pixelcnn.py"))
+def _pixel_model(name: str, batch: int, repeats: int) -> dict:
+  """Images/s of configs/<name>.py (pixelcnn | pixelrnn) on digits."""
+  config = config_defaults.load(str(CONFIGS / f"{name}.py"))
   spec = DataSpec("digits", "image", (8, 8, 1), levels=17, value_range=(-1.0, 1.0), num_classes=10)
   family = families.build(config, spec)
   params, state = jax.jit(family.init)(jax.random.key(0), {"x": jnp.zeros((1, 8, 8, 1))})
   fn = jax.jit(lambda p, k: family.sample(p, state, k, batch))
   seconds = median_seconds(fn, params, jax.random.key(1), repeats=repeats)
   return {
-      "name": f"pixelcnn digits 8x8x1 (64 steps), batch {batch}",
+      "name": f"{name} digits 8x8x1 (64 steps), batch {batch}",
       "images_per_s": batch / seconds,
       "seconds_per_batch": seconds,
   }
 
 
 def run(quick: bool = False) -> list[dict]:
-  """Rows: WaveNet ``{name, samples_per_s_cached, samples_per_s_naive, speedup}`` and PixelCNN
-  ``{name, images_per_s, seconds_per_batch}``."""
+  """Rows: WaveNet ``{name, samples_per_s_cached, samples_per_s_naive, speedup}``, PixelCNN and
+  PixelRNN ``{name, images_per_s, seconds_per_batch}``."""
   repeats = 1 if quick else 3
-  return [_wavenet(1024 if quick else 4096, repeats), _pixelcnn(16 if quick else 64, repeats)]
+  return [_wavenet(1024 if quick else 4096, repeats),
+          *(_pixel_model(name, 16 if quick else 64, repeats) for name in ("pixelcnn", "pixelrnn"))]
 
 
 def main():

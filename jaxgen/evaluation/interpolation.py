@@ -7,26 +7,31 @@ A family with a latent space offers (duck-typed, checked before training):
   row ``i`` interpolates between held-out test examples ``i`` and ``P + i`` (``P =
   eval.interpolation.pairs``) and shows them beside the path: ``input_a | t = 0 ... 1 | input_b``,
   so the path's endpoints, ``decode(encode(x))``, are the reconstructions beside their inputs; or
-* ``sample_latent(rng, num) -> z`` (decoder-only families: GAN, flows, DDIM with eta = 0): rows
-  between random latents (from the ``EVAL_STREAM`` key of the step).
+* ``sample_latent(rng, num) -> z`` (random-latent families: GAN ``z``, flows ``z = f(x)`` decoded
+  by ``f^{-1}``, DDPM ``x_T`` decoded by DDIM with eta = 0): row ``i`` interpolates between the
+  random latents ``i`` and ``P + i`` (from the ``EVAL_STREAM`` key of the step); the path's
+  endpoints are the samples of those latents.
 
 ``t`` takes ``eval.interpolation.steps`` evenly spaced values in ``[0, 1]``. Where the family's
 ``latent_prior`` is ``"gaussian"`` the path is spherical (``slerp``: a Gaussian latent's norm
 concentrates, and the straight line between two latents passes through improbably small norms;
 White 2016), else straight. Class-conditional decoders get the label of the first example of the
-pair. Every process computes the grid; process 0 writes it. Reports no numbers.
+pair, or, between random latents, ``sample.label`` (-1: a random class per row). Every process
+computes the grid; process 0 writes it (through ``etils.epath``: local or remote workdirs).
+Reports no numbers. Settings (``eval.interpolation.*``): :meth:`Interpolation.defaults`.
 """
 
 from __future__ import annotations
 
-import os
+import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from PIL import Image
 
-from jaxgen import outputs
+from jaxgen import outputs, sampling
 from jaxgen.errors import UserError
 from jaxgen.evaluation.base import Evaluator, register
 from jaxgen.evaluation.context import EVAL_STREAM, to_host
@@ -64,13 +69,15 @@ def rows_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
 
 def interpolate(family, params, state, *, batch=None, rng=None, pairs: int, steps: int) -> jax.Array:
   """Decoded paths ``[pairs, steps, *shape]``: between the examples ``i`` and ``pairs + i`` of
-  ``batch`` (encoder families) or between latents drawn with ``rng``."""
+  ``batch`` (encoder families) or between the latents ``i`` and ``pairs + i`` of
+  ``family.sample_latent(rng, 2 pairs)`` (labels of conditional models from ``fold_in(rng, 1)``)."""
   if batch is not None:
     z = family.encode_latent(params, state, batch)
     labels = batch.get("label")
   else:
     z = family.sample_latent(rng, 2 * pairs)
-    labels = None
+    labels = sampling.labels_from_config(family.config.sample, getattr(family, "num_classes", 0),
+                                         jax.random.fold_in(rng, 1), pairs)
   path_fn = slerp if getattr(family, "latent_prior", "") == "gaussian" else lerp
   path = path_fn(z[:pairs], z[pairs:2 * pairs], jnp.linspace(0.0, 1.0, steps))  # [P, S, ...]
   flat = path.reshape((pairs * steps,) + path.shape[2:])
@@ -84,7 +91,11 @@ class Interpolation(Evaluator):
 
   @classmethod
   def defaults(cls) -> dict:
-    return {"every": 0, "pairs": 8, "steps": 10}
+    return {
+        "every": 0,  # steps between grids (0 = only at the end)
+        "pairs": 8,  # rows: interpolated pairs (encoder families: 2 * pairs test examples)
+        "steps": 10,  # decoded points per row, t evenly spaced in [0, 1] (endpoints included)
+    }
 
   def check(self, config, spec, family) -> None:
     if family is None or not hasattr(family, "decode_latent") or not (
@@ -116,7 +127,9 @@ class Interpolation(Evaluator):
           paths.shape[:2] + paths.shape[2:4] + (-1,)))
       scale = max(1, 512 // grid.shape[1])
       image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-      path = ctx.path("samples", f"interpolation_step_{ctx.step}.png")
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+      buffer = io.BytesIO()
+      image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(buffer, format="PNG")
+      path = epath.Path(ctx.path("samples", f"interpolation_step_{ctx.step}.png"))
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_bytes(buffer.getvalue())
     return {}

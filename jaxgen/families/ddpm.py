@@ -7,6 +7,8 @@ discretized decoder assume it. Conditional models (``model.conditional``) train 
 dropout (the null class) for classifier-free guidance and sample class ``sample.label`` (-1: labels
 drawn uniformly at random from the sample key). Held-out metrics: the variational bound
 ``nll_bound_nats`` and its ``bits_per_dim``, by term. The maths is in ``jaxgen.diffusion``.
+Latent space (the interpolation evaluator): ``x_T``, decoded by DDIM with ``eta = 0``
+(:meth:`DDPM.decode_latent`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxgen import diffusion, ode, sampling
 from jaxgen.data.spec import DataSpec
@@ -78,6 +81,7 @@ class DDPM(Family):
   """Networks: ``{"model": denoiser}``; one update group, the simple loss on eps or v."""
 
   networks = ("model",)
+  latent_prior = "gaussian"  # x_T ~ N(0, I): interpolations are spherical
 
   @classmethod
   def defaults(cls) -> dict:
@@ -178,11 +182,7 @@ class DDPM(Family):
     m, s = self.config.model, self.config.sample
     shape = (num, *self.spec.shape)
     label = sampling.labels_from_config(s, self.num_classes, jax.random.fold_in(rng, 1), num)
-    if self.conditional:
-      model_fn = diffusion.guided(lambda x, t, c: self._apply(params, x, t, c), label,
-                                  self.num_classes, float(s.guidance_scale))
-    else:
-      model_fn = self._model_fn(params, None)
+    model_fn = self._sampling_model_fn(params, label)
     clip, sched, steps, grid = bool(m.clip_denoised), self.schedule, int(s.steps), self._grid()
     if s.sampler == "ddpm":
       return diffusion.ddpm_sample(sched, model_fn, rng, shape, m.prediction, m.variance, clip)
@@ -195,6 +195,37 @@ class DDPM(Family):
                                          float(s.rho))
     return diffusion.ode_sample(sched, model_fn, noise, steps, s.sampler, m.prediction, clip, grid,
                                 float(s.rho))
+
+  def _sampling_model_fn(self, params: Params, label) -> diffusion.ModelFn:
+    """``model_fn(x_t, t)`` of the samplers: guided towards ``label [B]`` (``sample.guidance_scale``)
+    when conditional, else the plain denoiser."""
+    if self.conditional:
+      return diffusion.guided(lambda x, t, c: self._apply(params, x, t, c), label, self.num_classes,
+                              float(self.config.sample.guidance_scale))
+    return self._model_fn(params, None)
+
+  # ---- latent space (the interpolation evaluator) -------------------------------------------
+
+  def sample_latent(self, rng: jax.Array, num: int) -> jax.Array:
+    """``x_T ~ N(0, I)`` ``[num, *shape]``: the noise the samplers start from."""
+    return jax.random.normal(rng, (num, *self.spec.shape))
+
+  def decode_latent(self, params: Params, state: State, z: jax.Array, label=None) -> jax.Array:
+    """DDIM with ``eta = 0`` from ``x_T = z [B, *shape]`` over ``sample.steps`` timesteps, whatever
+    ``sample.sampler`` is: the deterministic latent -> data map, equal to :meth:`sample` with
+    ``sampler=ddim, eta=0`` from the same ``x_T``. ``label [B]`` is required by conditional models
+    (guided as in :meth:`sample`)."""
+    m = self.config.model
+    model_fn = self._sampling_model_fn(params, label)
+    seq = diffusion.ddim_timesteps(self.schedule.num_timesteps, int(self.config.sample.steps))[::-1]
+    ts = jnp.asarray(np.stack([seq, np.append(seq[1:], -1)], axis=1), jnp.int32)  # (t, s) per step
+
+    def step(x, t_s):
+      t, s = (jnp.full(z.shape[:1], v) for v in t_s)
+      return diffusion.ddim_step(self.schedule, model_fn, x, t, s, jnp.zeros_like(x), 0.0, m.prediction,
+                                 bool(m.clip_denoised))[0], None
+
+    return jax.lax.scan(step, z, ts)[0]
 
   def _grid(self) -> str:
     s = self.config.sample

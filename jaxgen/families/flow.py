@@ -9,7 +9,8 @@ Training minimises the mean model-space NLL ``-log p(x)`` in nats. Images must b
 dequantized (``data.dequantize=True``): then ``NLL + D log(levels / (hi - lo))`` bounds the NLL of
 the raw integers, reported in bits/dim (:mod:`jaxgen.evaluation.likelihood`). Sampling inverts the
 flow on ``z ~ N(0, T^2 I)`` with ``T = config.sample.temperature`` (Glow's reduced-temperature
-sampling for ``T < 1``).
+sampling for ``T < 1``). The interpolation evaluator decodes slerp paths between such latents
+(``sample_latent`` / ``decode_latent`` = ``f^{-1}``; ``forward`` is ``f``).
 
 Registered families (layers in :mod:`jaxgen.nn.bijectors`):
 
@@ -47,6 +48,7 @@ class FlowFamily(Family):
 
   networks = ("model",)
   modality = "image"  # the data modality the architecture models
+  latent_prior = "gaussian"  # z ~ N(0, T^2 I): interpolations are spherical
 
   @classmethod
   def defaults(cls) -> dict:
@@ -83,9 +85,13 @@ class FlowFamily(Family):
     params = {"model": variables.pop("params")}
     return params, ({"model": variables} if variables else {})
 
+  def forward(self, params, state, x):
+    """``(z, log|det df/dx|)``: the latent ``z = f(x) [B, *shape]`` of data ``x`` and ``[B]``."""
+    return self.net.apply(self._variables(params, state), x)
+
   def log_prob(self, params, state, x):
     """Exact model-space ``log p(x)`` in nats, ``[B]``."""
-    z, logdet = self.net.apply(self._variables(params, state), x)
+    z, logdet = self.forward(params, state, x)
     zero = jnp.zeros_like(z)
     return losses.gaussian_log_prob(z, zero, zero) + logdet
 
@@ -107,7 +113,18 @@ class FlowFamily(Family):
   def sample(self, params, state, rng, num):
     """``x = f^{-1}(z)``, ``z ~ N(0, T^2 I)``, ``T = config.sample.temperature``; images clipped
     to the value range."""
-    z = self.config.sample.temperature * jax.random.normal(rng, (num, *self.spec.shape))
+    return self.decode_latent(params, state, self.sample_latent(rng, num))
+
+  # --- latent space (the interpolation evaluator) ---------------------------------------------------
+
+  def sample_latent(self, rng, num):
+    """``z ~ N(0, T^2 I)`` ``[num, *shape]``, ``T = config.sample.temperature``."""
+    return self.config.sample.temperature * jax.random.normal(rng, (num, *self.spec.shape))
+
+  def decode_latent(self, params, state, z, label=None):
+    """``x = f^{-1}(z) [B, *shape]`` (the inverse of :meth:`forward`); images clipped to the value
+    range. ``label`` is ignored (flows here are unconditional)."""
+    del label
     x, _ = self.net.apply(self._variables(params, state), z, reverse=True)
     if self.spec.modality == "image":
       x = jnp.clip(x, *self.spec.value_range)

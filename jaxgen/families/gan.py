@@ -9,6 +9,9 @@ Two networks, ``disc`` and ``gen``, updated alternately each step: the discrimin
 * discriminator loss ``mean_i L_D(D(x_i), D(G(z_i))) + lambda * E[(||grad D(x_hat)||_2 - 1)^2]``;
 * generator loss ``mean_i L_G(D(G(z_i)))`` on a fresh ``z`` (and, conditional, uniform labels).
 
+Latent space (the interpolation evaluator): ``sample_latent`` draws ``z``, ``decode_latent`` is ``G``
+with BatchNorm's running averages; ``sample`` is the two composed.
+
 Images, ``model.architecture = "dcgan"``: the generator maps ``z`` through a Dense layer to a
 ``[B, h0, w0, 2^k * gen_width]`` map and ``k`` stride-2 transposed convolutions (BatchNorm + ReLU) to
 ``[B, H, W, C]`` (tanh for data in [-1, 1], sigmoid for [0, 1]); ``k`` is the number of times
@@ -107,6 +110,7 @@ class GAN(Family):
   """Networks ``{"disc", "gen"}``; update groups: ``disc`` (``n_critic`` times), then ``gen``."""
 
   networks = ("disc", "gen")
+  latent_prior = "gaussian"  # z ~ N(0, I): interpolations are spherical
 
   @classmethod
   def defaults(cls) -> dict:
@@ -166,13 +170,11 @@ class GAN(Family):
       return None
     return batch["label"] if batch is not None else jax.random.randint(rng, (n,), 0, self.num_classes)
 
-  def _generate(self, params, state, rng, n, labels, train):
-    z = jax.random.normal(rng, (n, self.config.model.latent_dim))
+  def _generate(self, params, state, rng, n, labels):
+    """``(G(z), state)`` for training: BatchNorm on batch statistics, its running averages updated."""
     variables = {"params": params["gen"], **state.get("gen", {})}
-    if train:
-      x, updates = self.gen.apply(variables, z, labels, True, mutable=["batch_stats"])
-      return x, {**state, "gen": updates}
-    return self.gen.apply(variables, z, labels, False), state
+    x, updates = self.gen.apply(variables, self.sample_latent(rng, n), labels, True, mutable=["batch_stats"])
+    return x, {**state, "gen": updates}
 
   def critic_input(self, x, labels):
     """What the discriminator sees of samples ``x [B, ..., C]``: one-hot label planes appended
@@ -225,7 +227,7 @@ class GAN(Family):
     real = batch["x"]
     k_fake, k_gp = jax.random.split(rng)
     labels = self._labels(batch, None, real.shape[0])
-    fake, state = self._generate(params, state, k_fake, real.shape[0], labels, train=True)
+    fake, state = self._generate(params, state, k_fake, real.shape[0], labels)
     fake = jax.lax.stop_gradient(fake)
     real_logits, state = self._critic(params, state, real, labels, update=True)
     fake_logits, state = self._critic(params, state, fake, labels, update=True)
@@ -241,7 +243,7 @@ class GAN(Family):
     n = batch["x"].shape[0]
     k_fake, k_lab = jax.random.split(rng)
     labels = self._labels(None, k_lab, n)
-    fake, state = self._generate(params, state, k_fake, n, labels, train=True)
+    fake, state = self._generate(params, state, k_fake, n, labels)
     logits, _ = self._critic(params, state, fake, labels)
     return losses.gan_generator_loss(self.config.model.loss, logits), ({}, state)
 
@@ -251,7 +253,18 @@ class GAN(Family):
   def sample(self, params, state, rng, num):
     k_fake, k_lab = jax.random.split(rng)
     labels = sampling.labels_from_config(self.config.sample, self.num_classes, k_lab, num)
-    return self._generate(params, state, k_fake, num, labels, train=False)[0]
+    return self.decode_latent(params, state, self.sample_latent(k_fake, num), labels)
+
+  # --- latent space (the interpolation evaluator) ---------------------------------------------------
+
+  def sample_latent(self, rng, num):
+    """``z ~ N(0, I)``, ``[num, latent_dim]``: the generator's input."""
+    return jax.random.normal(rng, (num, self.config.model.latent_dim))
+
+  def decode_latent(self, params, state, z, label=None):
+    """``G(z[, label]) [B, *shape]`` in model space, BatchNorm on its running averages (as
+    :meth:`sample`); ``label [B]`` is required by conditional models."""
+    return self.gen.apply({"params": params["gen"], **state.get("gen", {})}, z, label, False)
 
   def eval_metrics(self, params, state, batch, rng):
     """Held-out discriminator loss (real test data vs fresh fakes) and generator loss; no likelihood."""
