@@ -269,10 +269,19 @@ def ddpm_sample(sched: Schedule, model_fn: ModelFn, rng: jax.Array, shape: tuple
 
 def ddim_sample(sched: Schedule, model_fn: ModelFn, rng: jax.Array, shape: tuple[int, ...],
                 steps: int, eta: float, prediction: str, clip: bool = False) -> jax.Array:
-  """DDIM sampling over ``steps`` timesteps (``ddim_timesteps``) in one ``lax.scan``."""
+  """DDIM sampling over ``steps`` timesteps (``ddim_timesteps``) in one ``lax.scan``, from
+  ``x_T ~ N(0, I)`` drawn with ``split(rng)[1]``."""
+  rng, init_rng = jax.random.split(rng)
+  return ddim_from(sched, model_fn, jax.random.normal(init_rng, shape), rng, steps, eta, prediction, clip)
+
+
+def ddim_from(sched: Schedule, model_fn: ModelFn, x_T: jax.Array, rng: jax.Array, steps: int, eta: float,
+              prediction: str, clip: bool = False) -> jax.Array:
+  """DDIM from a given ``x_T [B, ...]``; step ``t`` draws its noise with ``fold_in(rng, t)``
+  (none is used when ``eta = 0``: the deterministic latent -> data map)."""
   seq = ddim_timesteps(sched.num_timesteps, steps)[::-1]
   prev = np.append(seq[1:], -1)
-  rng, init_rng = jax.random.split(rng)
+  shape = x_T.shape
 
   def step(x, ts):
     t, s = ts
@@ -281,8 +290,7 @@ def ddim_sample(sched: Schedule, model_fn: ModelFn, rng: jax.Array, shape: tuple
                         eta, prediction, clip)
     return x, None
 
-  x, _ = jax.lax.scan(step, jax.random.normal(init_rng, shape),
-                      (jnp.asarray(seq, jnp.int32), jnp.asarray(prev, jnp.int32)))
+  x, _ = jax.lax.scan(step, x_T, (jnp.asarray(seq, jnp.int32), jnp.asarray(prev, jnp.int32)))
   return x
 
 

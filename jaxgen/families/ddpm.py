@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from jaxgen import diffusion, ode, sampling
 from jaxgen.data.spec import DataSpec
@@ -216,16 +215,8 @@ class DDPM(Family):
     ``sampler=ddim, eta=0`` from the same ``x_T``. ``label [B]`` is required by conditional models
     (guided as in :meth:`sample`)."""
     m = self.config.model
-    model_fn = self._sampling_model_fn(params, label)
-    seq = diffusion.ddim_timesteps(self.schedule.num_timesteps, int(self.config.sample.steps))[::-1]
-    ts = jnp.asarray(np.stack([seq, np.append(seq[1:], -1)], axis=1), jnp.int32)  # (t, s) per step
-
-    def step(x, t_s):
-      t, s = (jnp.full(z.shape[:1], v) for v in t_s)
-      return diffusion.ddim_step(self.schedule, model_fn, x, t, s, jnp.zeros_like(x), 0.0, m.prediction,
-                                 bool(m.clip_denoised))[0], None
-
-    return jax.lax.scan(step, z, ts)[0]
+    return diffusion.ddim_from(self.schedule, self._sampling_model_fn(params, label), z, jax.random.key(0),
+                               int(self.config.sample.steps), 0.0, m.prediction, bool(m.clip_denoised))
 
   def _grid(self) -> str:
     s = self.config.sample

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from jaxgen import config_defaults, losses, sampling
 from jaxgen.errors import UserError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.nn.conv_transpose import ConvTranspose
 from jaxgen.nn.gan_generator import latent_to_map, num_upsamples, to_image
 from jaxgen.nn.mlp import MLP
 from jaxgen.nn.resnet_gan import ResNetDiscriminator, ResNetGenerator
@@ -65,7 +66,7 @@ class ImageGenerator(nn.Module):
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
     for _ in range(k):
       ch //= 2
-      x = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x)
+      x = ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x)
       x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
     return to_image(x, self.shape[-1], self.out_activation)
 
