@@ -65,7 +65,7 @@ def torch_dcgan_step(batch: int):
     loss_g = bce(disc(fake).view(-1), ones)
     loss_g.backward()
     opt_g.step()
-    return float(loss_g)
+    return float(loss_g.detach())
 
   count = sum(p.numel() for p in [*gen.parameters(), *disc.parameters()])
   return step, count
