@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(config, workdir)``: build data, family and optimizers; restore the latest good
 checkpoint or initialise; run ``config.train.steps`` compiled steps (one ``jax.jit`` over a mesh of
-all devices, batch sharded, state replicated and donated); log and checkpoint periodically and at
+all devices, batch sharded, state replicated or FSDP-sharded (``train.param_sharding``,
+``jaxgen.parallel``) and donated); log and checkpoint periodically and at
 the end, and run the evaluators of ``config.eval.metrics`` (``jaxgen.evaluation``) at the steps
 ``eval.<name>.every`` divides and all of them at the end.
 
@@ -10,6 +11,14 @@ Randomness: ``root = key(config.seed)``; stream ``s`` is ``fold_in(root, s)``: i
 then the evaluation streams 2..4 (``jaxgen.evaluation.context``); the train step ``k`` uses
 ``fold_in(train_stream, k)``. With the data order a function of ``(seed, step)`` too, a resumed run
 repeats an uninterrupted one bit for bit.
+
+Gradient accumulation (``train.grad_accum_steps = k > 1``): each update's gradient is the mean of
+the gradients of ``k`` micro-batches of ``B / k`` examples (a ``lax.scan`` inside the one compiled
+step; micro-batch ``i`` holds rows ``i, i + k, ...``, so every device keeps its own rows), the
+non-gradient state (BatchNorm statistics) threads through them in order, micro-batch ``i`` draws its
+randomness from ``fold_in(key, i)``, and the logged metrics are their means. For a loss that is a
+mean over examples this is the gradient of the whole batch (up to float summation order) with the
+activation memory of one micro-batch.
 """
 
 from __future__ import annotations
@@ -69,12 +78,25 @@ class Experiment:
   def replicated(self):
     return parallel.replicated(self.mesh)
 
+  def abstract_state(self) -> TrainState:
+    """Shapes, dtypes and shardings (``train.param_sharding``) of the train state, from the batch of step 0."""
+    def build():
+      batch0 = parallel.global_batch(self.data.train_batch(0), self.mesh)
+      abstract = jax.eval_shape(_init_fn(self), batch0)
+      shardings = parallel.state_sharding(abstract, self.mesh, self.config.train.param_sharding)
+      return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+
+    return self.cached("abstract_state", build)
+
+  def state_shardings(self) -> TrainState:
+    return jax.tree.map(lambda x: x.sharding, self.abstract_state())
+
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   """Validates the config against the machine and builds the experiment's parts; the evaluators'
   preconditions are checked here, before any training step."""
   workdir_lib.prepare(workdir_lib.path(workdir))
-  parallel.check_batch_size(config.train.batch_size, "train.batch_size")
+  parallel.check_batch_size(config.train.batch_size, "train.batch_size", config.train.grad_accum_steps)
   parallel.check_batch_size(config.eval.batch_size, "eval.batch_size")
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
@@ -103,15 +125,12 @@ def _init_fn(exp: Experiment):
 
 def init_or_restore(exp: Experiment, ckpt: checkpoint_lib.Checkpointer) -> TrainState:
   """The latest good checkpoint, or a fresh state initialised from the batch of step 0."""
-  batch0 = parallel.global_batch(exp.data.train_batch(0), exp.mesh)
-  init = _init_fn(exp)
-  abstract = jax.eval_shape(init, batch0)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=exp.replicated), abstract)
-  restored = ckpt.restore_latest(abstract)
+  restored = ckpt.restore_latest(exp.abstract_state())
   if restored is not None:
     logging.info("resumed from step %d", int(restored.step))
     return restored
-  fresh = jax.jit(init, out_shardings=exp.replicated)(batch0)
+  batch0 = parallel.global_batch(exp.data.train_batch(0), exp.mesh)
+  fresh = jax.jit(_init_fn(exp), out_shardings=exp.state_shardings())(batch0)
   init_from = exp.config.train.get("init_from", "")
   return checkpoint_lib.warm_start(init_from, fresh) if init_from else fresh
 
@@ -120,10 +139,7 @@ def restore_for_inference(exp: Experiment) -> TrainState:
   """The latest good checkpoint; a ``UserError`` if the workdir has none."""
   ckpt = checkpoint_lib.Checkpointer(exp.workdir, exp.config.train.keep_checkpoints, exp.config, read_only=True)
   try:
-    batch0 = parallel.global_batch(exp.data.train_batch(0), exp.mesh)
-    abstract = jax.eval_shape(_init_fn(exp), batch0)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=exp.replicated), abstract)
-    state = ckpt.restore_latest(abstract)
+    state = ckpt.restore_latest(exp.abstract_state())
   finally:
     ckpt.close()
   if state is None:
@@ -144,6 +160,7 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
   txs = exp.optimizers
   decay = exp.config.train.ema_decay
   train_stream = exp.stream(TRAIN_STREAM)
+  micro_batches = exp.config.train.grad_accum_steps
 
   def step(ts: TrainState, batch):
     rng = jax.random.fold_in(train_stream, ts.step)
@@ -154,10 +171,10 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
       for r in range(group.repeats):
         key = jax.random.fold_in(jax.random.fold_in(rng, g_index), r)
 
-        def loss_of(p, params=params, state=state, group=group, key=key):
+        def loss_of(p, state, batch, key, params=params, group=group):
           return group.loss_fn({**params, group.network: p}, state, batch, key)
 
-        (loss, (m, state)), grads = jax.value_and_grad(loss_of, has_aux=True)(params[net])
+        (loss, (m, state)), grads = accumulated_grads(loss_of, params[net], state, batch, key, micro_batches)
         updates, opt_state[net] = txs[net].update(grads, opt_state[net], params[net])
         params[net] = optax.apply_updates(params[net], updates)
         flags = state_lib.finite_flags(loss, grads, opt_state[net], params[net])
@@ -176,8 +193,31 @@ def make_train_step(exp: Experiment, max_traces: int | None = None):
 
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
-  return jax.jit(step, in_shardings=(exp.replicated, parallel.batch_sharding(exp.mesh)),
-                 out_shardings=(exp.replicated, exp.replicated), donate_argnums=0)
+  shardings = exp.state_shardings()
+  return jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(exp.mesh)),
+                 out_shardings=(shardings, exp.replicated), donate_argnums=0)
+
+
+def accumulated_grads(loss_of, p, state, batch, key, micro_batches: int):
+  """``((loss, (metrics, state)), grads)`` of ``loss_of(p, state, batch, key)`` w.r.t. ``p``: one
+  ``value_and_grad`` on the whole batch, or with ``micro_batches = k > 1`` the mean over ``k``
+  micro-batches (module docstring)."""
+  value_and_grad = jax.value_and_grad(loss_of, has_aux=True)
+  if micro_batches == 1:
+    return value_and_grad(p, state, batch, key)
+  k = micro_batches
+  micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
+
+  def body(carry, inputs):
+    state, total = carry
+    i, mb = inputs
+    (loss, (m, state)), g = value_and_grad(p, state, mb, jax.random.fold_in(key, i))
+    return (state, jax.tree.map(jnp.add, total, g)), (loss, m)
+
+  zeros = jax.tree.map(jnp.zeros_like, p)
+  (state, total), (losses, ms) = jax.lax.scan(body, (state, zeros), (jnp.arange(k), micro))
+  metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), ms)
+  return (jnp.mean(losses), (metrics, state)), jax.tree.map(lambda g: g / k, total)
 
 
 def _check_finite(step: int, metrics: dict[str, Any], last_saved: int | None) -> None:

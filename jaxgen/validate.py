@@ -15,8 +15,10 @@ from typing import Any
 
 import ml_collections
 
-from jaxgen import optim
+from jaxgen import optim, parallel
 from jaxgen.errors import UserError
+
+COMPUTE_DTYPES = ("float32", "bfloat16")  # train.compute_dtype
 
 
 def _get(config: ml_collections.ConfigDict, key: str, default: Any = None) -> Any:
@@ -49,10 +51,32 @@ def _train(config: ml_collections.ConfigDict) -> None:
   if decay is not None:
     _need(0 <= decay < 1, "train.ema_decay", decay, "must be in [0, 1) (0 disables EMA)",
           "set e.g. --config.train.ema_decay=0.999")
+  _accelerators(config)
   init_from = _get(config, "train.init_from", "")
   if init_from and "://" not in init_from:
     _need(os.path.exists(init_from), "train.init_from", init_from, "does not exist",
           "give the workdir of a trained run or one of its checkpoints/<step> directories")
+
+
+def _accelerators(config: ml_collections.ConfigDict) -> None:
+  """``train.compute_dtype``, ``train.grad_accum_steps`` and ``train.param_sharding``."""
+  from jaxgen.families import FAMILIES  # pylint: disable=import-outside-toplevel
+
+  dtype = _get(config, "train.compute_dtype", "float32")
+  _need(dtype in COMPUTE_DTYPES, "train.compute_dtype", dtype, "is not a compute dtype",
+        f"use one of {', '.join(COMPUTE_DTYPES)}")
+  family = _get(config, "model.family", "")
+  if dtype != "float32" and family in FAMILIES and not FAMILIES.get(family).mixed_precision:
+    supported = ", ".join(n for n in FAMILIES.names() if FAMILIES.get(n).mixed_precision)
+    raise UserError(f"train.compute_dtype={dtype!r}: family {family!r} computes in float32 only; "
+                    f"use --config.train.compute_dtype=float32 (mixed precision: {supported})")
+  _at_least(config, "train.grad_accum_steps", 1, 1)
+  k, batch = _get(config, "train.grad_accum_steps", 1), _get(config, "train.batch_size", 1)
+  _need(batch % k == 0, "train.grad_accum_steps", k, f"must divide train.batch_size={batch}",
+        "set --config.train.batch_size to a multiple of it")
+  sharding = _get(config, "train.param_sharding", "replicated")
+  _need(sharding in parallel.PARAM_SHARDINGS, "train.param_sharding", sharding, "is not a sharding rule",
+        f"use one of {', '.join(parallel.PARAM_SHARDINGS)}")
 
 
 def _optim(config: ml_collections.ConfigDict) -> None:

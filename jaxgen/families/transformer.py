@@ -21,6 +21,11 @@ controls of ``config.sample`` (temperature, top-k, top-p; ``jaxgen.sampling``). 
 cached=True)`` runs one ``lax.scan`` over positions with a fixed-shape key/value cache (one new
 token per step); ``cached=False`` recomputes the full forward pass at every step (the naive
 reference). Both use the key ``fold_in(rng, t)`` at step ``t``, so they draw the same tokens.
+
+Accelerators: the blocks compute in ``train.compute_dtype`` (the residual stream, the parameters and
+the logits stay float32); ``model.remat`` recomputes each block's activations in the backward pass;
+``model.attention`` picks ``jax.nn.dot_product_attention``'s implementation (``auto``: cuDNN's flash
+attention on a GPU in half precision, else XLA).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
 from jaxgen.families.base import FAMILIES, Batch, Family, Metrics, Params, State, UpdateGroup
 from jaxgen.nn.attention import CausalSelfAttention, KVCache
+from jaxgen.nn.remat import remat as remat_module
 
 Caches = Sequence[KVCache]
+ATTENTION = ("auto", "xla", "cudnn")  # model.attention
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)  # GPT-2's embedding initialisation
 
 
@@ -49,14 +56,18 @@ class Block(nn.Module):
   num_heads: int
   rotary: bool
   dropout: float
+  dtype: jnp.dtype | None = None
+  attention: str = "xla"
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, cache: KVCache | None, index, deterministic: bool):
-    h, cache = CausalSelfAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout)(
-        nn.LayerNorm()(x), cache=cache, index=index, deterministic=deterministic)
+  def __call__(self, x: jax.Array, cache: KVCache | None, index, deterministic: bool):
+    dtype = self.dtype
+    h, cache = CausalSelfAttention(self.num_heads, rotary=self.rotary, dropout=self.dropout, dtype=dtype,
+                                   implementation=self.attention)(
+        nn.LayerNorm(dtype=dtype)(x), cache=cache, index=index, deterministic=deterministic)
     x = x + h
     width = x.shape[-1]
-    h = nn.Dense(width)(nn.gelu(nn.Dense(4 * width)(nn.LayerNorm()(x))))
+    h = nn.Dense(width, dtype=dtype)(nn.gelu(nn.Dense(4 * width, dtype=dtype)(nn.LayerNorm(dtype=dtype)(x))))
     return x + nn.Dropout(self.dropout)(h, deterministic=deterministic), cache
 
 
@@ -70,6 +81,9 @@ class Transformer(nn.Module):
     positions: ``"learned"`` (an added position embedding) or ``"rotary"`` (RoFormer).
     tie_weights: the head is the transposed token embedding (its first ``V`` rows).
     dropout: dropout rate on embeddings, attention weights and residual branches.
+    dtype: compute dtype of the blocks and the head (None: float32); the logits are float32.
+    remat: recompute each block's activations in the backward pass (``jaxgen.nn.remat``).
+    attention: ``jax.nn.dot_product_attention``'s implementation, ``"xla"`` or ``"cudnn"``.
   """
 
   vocab_size: int
@@ -80,6 +94,9 @@ class Transformer(nn.Module):
   positions: str = "learned"
   tie_weights: bool = True
   dropout: float = 0.0
+  dtype: jnp.dtype | None = None
+  remat: bool = False
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, caches: Caches | None = None, index=0,
@@ -102,23 +119,26 @@ class Transformer(nn.Module):
       x = x + jax.lax.dynamic_slice_in_dim(pos, index, tokens.shape[1])[None]
     x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
     new_caches = None if caches is None else []
+    block_class = remat_module(Block, static_argnums=(4,)) if self.remat else Block  # 4: deterministic
     for layer in range(self.num_layers):
-      block = Block(self.num_heads, self.positions == "rotary", self.dropout, name=f"block{layer}")
-      x, cache = block(x, cache=None if caches is None else caches[layer], index=index,
-                       deterministic=deterministic)
+      block = block_class(self.num_heads, self.positions == "rotary", self.dropout, self.dtype, self.attention,
+                          name=f"block{layer}")
+      x, cache = block(x, None if caches is None else caches[layer], index, deterministic)
       if caches is not None:
         new_caches.append(cache)
-    x = nn.LayerNorm(name="ln_final")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
     if self.tie_weights:
-      logits = x @ embed[:self.vocab_size].T
+      logits = x @ embed[:self.vocab_size].T.astype(x.dtype)
     else:
-      logits = nn.Dense(self.vocab_size, name="head")(x)
-    return logits, new_caches
+      logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")(x)
+    return logits.astype(jnp.float32), new_caches
 
 
 @FAMILIES.register("transformer")
 class TransformerFamily(Family):
   """GPT-style autoregressive family (module docstring; config in :meth:`defaults`)."""
+
+  mixed_precision = True
 
   @classmethod
   def defaults(cls) -> dict:
@@ -132,6 +152,8 @@ class TransformerFamily(Family):
             "positions": "learned",  # learned | rotary
             "tie_weights": True,  # the output head is the transposed token embedding
             "dropout": 0.0,  # on embeddings, attention weights and residual branches
+            "remat": False,  # recompute each block's activations in the backward pass (less memory)
+            "attention": "auto",  # auto | xla | cudnn: jax.nn.dot_product_attention's implementation
         },
         "sample": dict(sampling.DEFAULTS),  # unconditional: no sample.label
         "optim": {"model": config_defaults.optimizer(
@@ -150,12 +172,22 @@ class TransformerFamily(Family):
     if m.width % m.num_heads or (m.positions == "rotary" and (m.width // m.num_heads) % 2):
       raise UserError(f"model.width={m.width} must be a multiple of model.num_heads={m.num_heads} "
                       "(with an even head width for rotary positions)")
+    if m.attention not in ATTENTION:
+      raise UserError(f"model.attention={m.attention!r}; use one of {', '.join(ATTENTION)}")
     self.seq_len = spec.shape[0]
     self.bos = spec.levels
     self.model = Transformer(
         vocab_size=spec.levels, max_len=self.seq_len, num_layers=m.num_layers,
         num_heads=m.num_heads, width=m.width, positions=m.positions, tie_weights=m.tie_weights,
-        dropout=m.dropout)
+        dropout=m.dropout, dtype=self.compute_dtype, remat=m.remat, attention=self.attention_implementation())
+
+  def attention_implementation(self) -> str:
+    """``model.attention``, with ``auto`` resolved: ``cudnn`` on a GPU in bfloat16 / float16, else ``xla``."""
+    choice = self.config.model.attention
+    if choice != "auto":
+      return choice
+    half = self.compute_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
 
   def shift_right(self, x: jax.Array) -> jax.Array:
     """Model inputs ``(BOS, x_0, ..., x_{T-2})`` of targets ``x`` int ``[B, T]``."""
@@ -217,7 +249,7 @@ class TransformerFamily(Family):
 
     if cached:
       head_dim = self.model.width // self.model.num_heads
-      caches = [KVCache.zeros(num, length, self.model.num_heads, head_dim)
+      caches = [KVCache.zeros(num, length, self.model.num_heads, head_dim, self.compute_dtype)
                 for _ in range(self.model.num_layers)]
 
       def step(carry, t):

@@ -12,6 +12,12 @@ Without a cache the call sees the whole sequence (``L`` positions starting at 0)
 positions ``index .. index+L-1`` and attends over the whole buffer under the same causal mask by
 *absolute* position, so unwritten (future) slots are never read: the cache shape never changes and
 a generation loop compiles once.
+
+The attention itself is ``jax.nn.dot_product_attention`` (logits and softmax in float32 whatever the
+compute dtype). ``implementation``: ``"xla"``, or ``"cudnn"`` (cuDNN's fused flash attention: GPU,
+bfloat16 / float16 only, used for the whole-sequence causal call; a call with a cache uses XLA).
+Attention-weight dropout (training with ``dropout > 0``) has no fused form and goes through
+``flax.linen.dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -72,12 +78,16 @@ class CausalSelfAttention(nn.Module):
     rotary: rotate queries and keys by their absolute positions (``apply_rotary``).
     dropout: dropout rate on the attention weights and on the output.
     use_bias: biases in the projections.
+    dtype: compute dtype of the projections and the attention (None: that of the inputs).
+    implementation: ``"xla"`` or ``"cudnn"`` (module docstring).
   """
 
   num_heads: int
   rotary: bool = False
   dropout: float = 0.0
   use_bias: bool = True
+  dtype: jnp.dtype | None = None
+  implementation: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, *, cache: KVCache | None = None, index: jax.Array | int = 0,
@@ -97,7 +107,7 @@ class CausalSelfAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads={self.num_heads}")
     head_dim = width // self.num_heads
-    qkv = nn.DenseGeneral((3, self.num_heads, head_dim), use_bias=self.use_bias, name="qkv")(x)
+    qkv = nn.DenseGeneral((3, self.num_heads, head_dim), use_bias=self.use_bias, dtype=self.dtype, name="qkv")(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, L, H, D]
     query_pos = index + jnp.arange(length)
     if self.rotary:
@@ -110,9 +120,12 @@ class CausalSelfAttention(nn.Module):
       k, v = _write(cache.key, k, index), _write(cache.value, v, index)
       cache = KVCache(k, v)
     mask = key_pos[None, :] <= query_pos[:, None]  # [L, S]: causal by absolute position
-    use_dropout = self.dropout > 0.0 and not deterministic
-    out = nn.dot_product_attention(
-        q, k, v, mask=mask[None, None], dropout_rate=self.dropout, deterministic=not use_dropout,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None)  # [B, L, H, D]
-    out = nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, name="out")(out)
+    if self.dropout > 0.0 and not deterministic:
+      out = nn.dot_product_attention(q, k, v, mask=mask[None, None], dropout_rate=self.dropout,
+                                     deterministic=False, dropout_rng=self.make_rng("dropout"))
+    elif cache is None:  # positions 0..L-1 on both sides: the causal mask is is_causal
+      out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask[None, None], implementation="xla")  # [B, L, H, D]
+    out = nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype, name="out")(out)
     return nn.Dropout(self.dropout)(out, deterministic=deterministic), cache

@@ -1,0 +1,300 @@
+"""One accelerator check of the whole framework, in one process, printed as it goes.
+
+    experiments/benchmarks/gpu_check.sh                 # on a GPU (under 8 minutes on one H100 / H200)
+    python experiments/benchmarks/gpu_check.py --dry_run  # tiny sizes, a CPU test of the script
+
+Sections, each in its own ``try`` (a failure prints one ``error:`` row and the check goes on), all
+under one wall-clock budget (``--time_budget``; a section that would start after it prints
+``skipped``):
+
+1. every registered family trains ``--steps`` steps of its own config (``configs/<family>.py``;
+   the two-stage families on the ``vae`` / ``vqvae`` run just trained) through the trainer's compiled
+   step and real input pipeline: compile seconds and ms per step after the first;
+2. the transformer at GPT-2-small size (12 layers, width 768, 12 heads, context 1024, vocabulary
+   50304, bfloat16, AdamW) on random tokens: tokens/s and MFU = achieved / peak bf16 FLOP/s, with
+   ``6 N + 12 L T W`` FLOPs per token (``N`` parameters without the position table, ``W`` the
+   width: the PaLM / nanoGPT count, attention's causal half counted whole);
+3. the DDPM U-Net at CIFAR-10 size (32x32x3, Ho et al.: 128 channels, ch_mult 1,2,2,2, 2 blocks,
+   attention at 16x16; batch 128) on random images: images/s;
+4. FID of 10k vs 10k 2048-d random features (``jaxgen.evaluation.gaussian_stats`` +
+   ``frechet_distance``): seconds.
+
+``--dry_run`` (the CPU test): the family rows and the U-Net row only trace and lower their step
+(XLA:CPU compiles of 18 models would take minutes; the ``vae`` / ``vqvae`` rows also initialise and
+save the state a two-stage family loads), the GPT row runs a 1-layer model, FID 500 x 64 features.
+
+Every row gives the peak memory so far: the device's ``peak_bytes_in_use`` (``memory_stats()``) on
+an accelerator, the process's peak RSS on a CPU; the peak is never reset, so rows run small to large.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import traceback
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
+from jaxgen import config_defaults, evaluation, families, optim, parallel, train  # noqa: E402
+from jaxgen.data.spec import DataSpec  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Dense bf16 peak FLOP/s by device kind (substring, first match): NVIDIA's data sheets.
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12), ("A100", 312e12),
+             ("L4", 121e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v4", 275e12))
+#: Two-stage families train on the workdir of another family's run: (config field, that family).
+STAGE_ONE = {"latent_diffusion": ("model.autoencoder_workdir", "vae"), "vqvae_prior": ("model.vqvae_workdir", "vqvae")}
+STAGE_ONE_OF = {stage_one for _, stage_one in STAGE_ONE.values()}  # the families whose run a later one loads
+
+
+def say(*parts) -> None:
+  print(*parts, flush=True)
+
+
+def peak_memory() -> str:
+  """Peak device memory so far (accelerators), else the process's peak RSS (CPU), in MiB."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return f"{stats['peak_bytes_in_use'] / 2**20:.0f} MiB device"
+  return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB RSS"
+
+
+class Budget:
+  """The wall-clock guard: ``left()`` seconds of ``total`` since construction."""
+
+  def __init__(self, total: float):
+    self.start, self.total = time.perf_counter(), total
+
+  def left(self) -> float:
+    return self.total - (time.perf_counter() - self.start)
+
+
+def run_section(budget: Budget, name: str, fn, min_left: float = 0.0) -> None:
+  """``fn()`` returns the row's cells after ``name``; an exception is one ``error:`` row."""
+  if budget.left() <= min_left:
+    say(f"| {name} | skipped: time budget ({budget.total:.0f} s) spent |")
+    return
+  try:
+    cells = fn()
+    say("| " + " | ".join([name, *cells, peak_memory()]) + " |")
+  except Exception as e:  # the check goes on: one line per failure, the traceback on stderr
+    traceback.print_exc(file=sys.stderr)
+    say(f"| {name} | error: {type(e).__name__}: {' '.join(str(e).split())[:300]} |")
+
+
+def timed_steps(exp: train.Experiment, ts, batches, steps: int):
+  """Compiles and runs the trainer's step: ``(state, compile seconds, seconds per step)`` over
+  ``steps`` steps after the first; at most two steps in flight (as the trainer)."""
+  step = train.make_train_step(exp)
+  t = time.perf_counter()
+  ts, metrics = step(ts, next(batches))
+  jax.block_until_ready((ts, metrics))
+  compile_s = time.perf_counter() - t
+  t, previous = time.perf_counter(), None
+  for _ in range(steps):
+    ts, metrics = step(ts, next(batches))
+    jax.block_until_ready(previous)
+    previous = metrics
+  jax.block_until_ready((ts, metrics))
+  return ts, compile_s, (time.perf_counter() - t) / max(steps, 1)
+
+
+def lowered(exp: train.Experiment, batch) -> str:
+  """Traces and lowers the trainer's step without compiling it: the dry run's check of a model."""
+  t = time.perf_counter()
+  train.make_train_step(exp).lower(exp.abstract_state(), batch)
+  return f"lowered in {time.perf_counter() - t:.1f} s"
+
+
+def train_family(name: str, steps: int, overrides: dict, workdirs: dict[str, str], root: str,
+                 lower_only: bool) -> list[str]:
+  """``steps + 1`` steps of ``configs/<name>.py``; a stage-one family saves its state for the later stage.
+  ``lower_only``: lowers the step instead (and initialises and saves only a stage-one state)."""
+  config = config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"), overrides)
+  if name in STAGE_ONE:
+    key, stage_one = STAGE_ONE[name]
+    config_defaults.apply_overrides(config, {key: workdirs[stage_one]})
+  with config.unlocked():
+    config.train.steps = steps + 1
+  workdir = workdirs[name] = os.path.join(root, name)
+  exp = train.setup(config, workdir)
+  row = [config.data.name, str(config.train.batch_size)]
+  if lower_only:
+    row += [lowered(exp, parallel.global_batch(exp.data.train_batch(0), exp.mesh)), "-"]
+    if name not in STAGE_ONE_OF:
+      return row
+  ckpt = checkpoint_lib.Checkpointer(workdir, 1, config)
+  try:
+    ts = train.init_or_restore(exp, ckpt)
+    train.save_config(config, workdir)
+    if lower_only:
+      ckpt.save(1, ts)
+      return row
+    train.save_config(config, workdir)
+    batches = exp.data.iterate_train(0, transform=lambda b: parallel.global_batch(b, exp.mesh))
+    try:
+      ts, compile_s, per_step = timed_steps(exp, ts, (b for _, b in batches), steps)
+    finally:
+      batches.close()
+    if name in STAGE_ONE_OF:
+      ckpt.save(steps + 1, ts)
+  finally:
+    ckpt.close()
+  return row + [f"{compile_s:.1f}", f"{1e3 * per_step:.2f}"]
+
+
+class RandomData:
+  """Random training batches of ``spec`` (what ``train.Experiment`` reads: ``spec``, ``train_batch``)."""
+
+  def __init__(self, spec: DataSpec, batch_size: int):
+    self.spec, self.batch_size = spec, batch_size
+
+  def train_batch(self, step: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(step)
+    if self.spec.is_discrete:
+      return {"x": rng.integers(0, self.spec.levels, (self.batch_size, *self.spec.shape), dtype=np.int32)}
+    return {"x": rng.uniform(-1, 1, (self.batch_size, *self.spec.shape)).astype(np.float32)}
+
+  def batches(self, mesh):
+    step = 0
+    while True:
+      yield parallel.global_batch(self.train_batch(step), mesh)
+      step += 1
+
+
+def synthetic_run(config, spec: DataSpec, steps: int, root: str, lower_only: bool = False):
+  """The trainer's step on random data of ``spec``: ``(experiment, compile s, s per step)``;
+  ``lower_only``: ``(experiment, "lowered in ... s", None)``."""
+  family = families.build(config, spec)
+  mesh = parallel.make_mesh()
+  data = RandomData(spec, config.train.batch_size)
+  exp = train.Experiment(config, root, mesh, data, family, optim.optimizers(config, family.networks), [])
+  if lower_only:
+    return exp, lowered(exp, next(data.batches(mesh))), None
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(root, f"{config.model.family}_{time.time_ns()}"), 1)
+  try:
+    ts = train.init_or_restore(exp, ckpt)
+  finally:
+    ckpt.close()
+  ts, compile_s, per_step = timed_steps(exp, ts, data.batches(mesh), steps)
+  del ts
+  return exp, compile_s, per_step
+
+
+def peak_flops(kind: str) -> float | None:
+  return next((peak for name, peak in PEAK_BF16 if name.lower() in kind.lower()), None)
+
+
+def gpt2_small(args, root: str) -> list[str]:
+  c = config_defaults.base("transformer")
+  size = dict(num_layers=1, num_heads=2, width=16) if args.dry_run else dict(num_layers=12, num_heads=12, width=768)
+  seq_len, vocab = (16, 32) if args.dry_run else (1024, 50304)
+  c.model.update(size, attention=args.attention)
+  c.train.batch_size = args.gpt_batch
+  c.train.compute_dtype = "bfloat16"
+  c.train.steps = args.big_steps + 1
+  c.train.ema_decay = 0.0
+  c.optim.model.decay_steps = 1000
+  spec = DataSpec("random_tokens", "text", (seq_len,), levels=vocab)
+  exp, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root)
+  params = exp.abstract_state().params["model"]
+  n = sum(int(np.prod(leaf.shape)) for k, sub in params.items() if k != "pos_embed" for leaf in jax.tree.leaves(sub))
+  flops_per_token = 6 * n + 12 * c.model.num_layers * seq_len * c.model.width
+  tokens_per_s = c.train.batch_size * seq_len / per_step
+  kind = jax.devices()[0].device_kind
+  peak = peak_flops(kind)
+  mfu = f"{100 * tokens_per_s * flops_per_token / peak:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else "n/a (peak unknown)"
+  return [f"{n / 1e6:.1f}M params, batch {c.train.batch_size} x {seq_len}, {exp.family.attention_implementation()} "
+          f"attention", f"compile {compile_s:.1f} s", f"{1e3 * per_step:.1f} ms/step",
+          f"{tokens_per_s:,.0f} tokens/s", f"MFU {mfu}"]
+
+
+def unet_cifar(args, root: str) -> list[str]:
+  c = config_defaults.base("ddpm")
+  if args.dry_run:
+    c.model.unet.update(channels=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))
+    shape = (8, 8, 3)
+  else:
+    c.model.unet.update(channels=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
+    shape = (32, 32, 3)
+  c.train.batch_size = args.unet_batch
+  c.train.steps = args.big_steps + 1
+  c.train.ema_decay = 0.9999
+  spec = DataSpec("random_images", "image", shape, levels=256)
+  if families.FAMILIES.get("ddpm").mixed_precision:
+    c.train.compute_dtype = "bfloat16"
+  exp, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(exp.abstract_state().params))
+  size = f"{n / 1e6:.1f}M params, batch {c.train.batch_size} x {'x'.join(map(str, shape))}, {c.train.compute_dtype}"
+  if per_step is None:
+    return [size, compile_s]
+  return [size, f"compile {compile_s:.1f} s", f"{1e3 * per_step:.1f} ms/step", f"{c.train.batch_size / per_step:,.0f} images/s"]
+
+
+def fid(args) -> list[str]:
+  n, dim = (500, 64) if args.dry_run else (10000, 2048)
+  rng = np.random.default_rng(0)
+  mix = np.eye(dim) + 0.05 * rng.standard_normal((dim, dim))
+  real = np.abs(rng.standard_normal((n, dim)) @ mix).astype(np.float32)
+  fake = np.abs(rng.standard_normal((n, dim)) @ mix * 1.02 + 0.01).astype(np.float32)
+
+  def once():
+    return evaluation.frechet_distance(*evaluation.gaussian_stats(real), *evaluation.gaussian_stats(fake))
+
+  once()  # compiles
+  t = time.perf_counter()
+  value = once()
+  return [f"{n} vs {n} x {dim} features", f"{time.perf_counter() - t:.2f} s end to end", f"FID {value:.4g}"]
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--dry_run", action="store_true", help="tiny sizes and 2 steps: a CPU test of the script")
+  parser.add_argument("--time_budget", type=float, default=450.0, help="seconds; later sections are skipped")
+  parser.add_argument("--steps", type=int, default=100, help="timed training steps of every family")
+  parser.add_argument("--big_steps", type=int, default=20, help="timed steps of the GPT-2 and U-Net rows")
+  parser.add_argument("--gpt_batch", type=int, default=16, help="GPT-2-small sequences per step")
+  parser.add_argument("--unet_batch", type=int, default=128, help="U-Net images per step")
+  parser.add_argument("--attention", default="auto", help="the transformer's model.attention: auto | xla | cudnn")
+  parser.add_argument("--reserve", type=float, default=130.0,
+                      help="seconds of the budget the family rows leave to the large models")
+  parser.add_argument("--families", default="", help="comma-separated subset (default: every registered family)")
+  args = parser.parse_args(argv)
+  if args.dry_run:
+    args.steps, args.big_steps, args.gpt_batch, args.unet_batch = 1, 2, 4, 4
+  budget = Budget(args.time_budget)
+  reserve = 0.0 if args.dry_run else args.reserve
+  device = jax.devices()[0]
+  say(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
+  say(f"device kind: {device.device_kind}; bf16 peak: {peak_flops(device.device_kind) or 'unknown'} FLOP/s")
+
+  names = [n for n in args.families.split(",") if n] or families.FAMILIES.names()
+  names = [n for n in names if n not in STAGE_ONE] + [n for n in names if n in STAGE_ONE]  # stage 1 first
+  tiny = {"train.batch_size": 8} if args.dry_run else {}
+  common = {"train.progress_bar": False, "eval.metrics": (), "train.checkpoint_every": 0, "train.log_every": 0}
+  with tempfile.TemporaryDirectory() as root:
+    workdirs: dict[str, str] = {}
+    say(f"\n## families: {args.steps} timed steps after the first (compile) step\n")
+    say("| family | data | batch | compile s | ms/step | peak memory |")
+    say("| --- | --- | --- | --- | --- | --- |")
+    for name in names:
+      run_section(budget, name, lambda name=name: train_family(name, args.steps, {**common, **tiny}, workdirs, root,
+                                                               lower_only=args.dry_run), min_left=reserve)
+    say("\n## large models\n")
+    say("| section | size | compile | step | throughput | ... | peak memory |")
+    say("| --- | --- | --- | --- | --- | --- | --- |")
+    run_section(budget, "gpt2_small", lambda: gpt2_small(args, root), min_left=60)
+    run_section(budget, "unet_cifar", lambda: unet_cifar(args, root), min_left=45)
+    run_section(budget, "fid_10k", lambda: fid(args), min_left=10)
+  say(f"\ntotal {time.perf_counter() - budget.start:.0f} s")
+
+
+if __name__ == "__main__":
+  main()
