@@ -55,6 +55,9 @@ STATE, META = "state", "meta"
 #: Config keys whose change makes a checkpoint another model (refused even if shapes agree).
 REFUSED_PREFIXES = ("model.",)
 REFUSED_KEYS = ("data.name",)
+#: ``model.*`` fields that choose how the same function is computed (rematerialisation, the
+#: attention kernel), not the model: changing them on a resumed run is allowed.
+EXECUTION_FIELDS = ("remat", "attention")
 
 
 # --- configs ---------------------------------------------------------------------------------------
@@ -85,6 +88,8 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 
 
 def _refused(key: str) -> bool:
+  if key.rsplit(".", 1)[-1] in EXECUTION_FIELDS:
+    return False
   return key.startswith(REFUSED_PREFIXES) or key in REFUSED_KEYS
 
 

@@ -128,6 +128,18 @@ def test_allowed_changes_restore(tmp_path):
   assert ckpt.saved_config()["train"]["steps"] == 4  # the config saved with the checkpoint
 
 
+def test_execution_fields_of_the_model_may_change_or_appear_on_resume(tmp_path):
+  """model.remat / model.attention choose how the same function is computed: a run saved before
+  they existed (or with other values) resumes."""
+  state = save_steps(str(tmp_path), make_config(), [2])
+  config = make_config()
+  with config.unlocked():
+    config.model.remat = True
+    config.model.attention = "cudnn"
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 3, config)
+  chex.assert_trees_all_equal(jax.device_get(ckpt.restore_latest(abstract(state)).params), jax.device_get(state.params))
+
+
 # --- warm start --------------------------------------------------------------------------------------
 
 

@@ -161,8 +161,11 @@ class GAN(Family):
       raise UserError(f"the gan family models images or points, not {spec.modality} ({spec.name})")
     # Spectral norm wraps the whole discriminator: every >= 2-D parameter inside it is normalised.
     self.disc = nn.SpectralNorm(disc, collection_name=SPECTRAL) if m.spectral_norm else disc
-    if config.train.batch_size % m.pack:
-      raise UserError(f"train.batch_size={config.train.batch_size} is not divisible by model.pack={m.pack}")
+    for key in ("train.batch_size", "eval.batch_size"):  # the discriminator judges packs of m.pack
+      size = config[key.split(".")[0]].batch_size
+      if size % m.pack:
+        raise UserError(f"{key}={size} is not divisible by model.pack={m.pack}; set --config.{key}="
+                        f"{max(m.pack, size - size % m.pack)}")
 
   # --- helpers -------------------------------------------------------------------------------------
 
