@@ -3,7 +3,8 @@ kernels they use (arrays in, Python floats or small dicts out).
 
 * evaluators, one file each, registered by name in ``EVALUATORS`` (``base``) and selected by
   ``config.eval.metrics``: ``heldout``, ``samples``, ``fid``, ``kid``, ``is`` (``inception_score``),
-  ``precision_recall``, ``density_coverage``, ``mode_coverage``, ``density_plot``; what they share
+  ``precision_recall``, ``density_coverage``, ``mode_coverage``, ``density_plot``, ``interpolation``,
+  ``ais``, ``per_example_nll``; FID reference statistics files: ``reference_stats``; what they share
   at one step: ``context.EvalContext``; the feature space of sample metrics: ``features``;
 * kernels: Fréchet distance / FID, KID, Inception Score (``gaussian``, ``kid``,
   ``inception_score``); k-NN precision/recall, density/coverage (``manifold``, blocked

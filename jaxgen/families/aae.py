@@ -84,6 +84,8 @@ class LatentDiscriminator(nn.Module):
 class AAE(LatentAutoencoderFamily):
   """Networks ``dec``, ``disc``, ``enc`` (module docstring); config: :meth:`defaults`."""
 
+  objective = "adversarial + reconstruction"
+
   networks = ("dec", "disc", "enc")
 
   @classmethod

@@ -54,6 +54,8 @@ def elbo_terms(critic: Critic, log_lik: LogLik, x: jax.Array, z_q: jax.Array) ->
 class AVB(LatentAutoencoderFamily):
   """Networks ``disc`` (``T``) and ``vae`` (``{"encoder", "decoder"}``); config: :meth:`defaults`."""
 
+  objective = "adversarial ELBO estimate"
+
   networks = ("disc", "vae")
   latent_prior = "gaussian"
 

@@ -82,6 +82,8 @@ class Family(abc.ABC):
   #: Whether the networks compute in ``train.compute_dtype`` (module docstring); the config check
   #: refuses ``train.compute_dtype`` other than float32 for the families that do not.
   mixed_precision: bool = False
+  #: The training objective in a few words, for tables that compare families (e.g. "ELBO").
+  objective: str = ""
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.config = config

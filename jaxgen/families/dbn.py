@@ -52,6 +52,8 @@ from jaxgen.nn.rbm import RBM
 class DBNFamily(Family):
   """Greedily trained stacked RBMs, network ``model`` (module docstring; config in :meth:`defaults`)."""
 
+  objective = "greedy layer-wise contrastive divergence"
+
   #: What the ``ais`` evaluator reports: the variational bound with the top RBM's ``log Z``.
   ais_metric = "nll_bound_nats"
 

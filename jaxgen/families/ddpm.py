@@ -79,6 +79,8 @@ def check_guidance(family: Family, sample_config) -> None:
 class DDPM(Family):
   """Networks: ``{"model": denoiser}``; one update group, the simple loss on eps or v."""
 
+  objective = "denoising (variational bound)"
+
   networks = ("model",)
   latent_prior = "gaussian"  # x_T ~ N(0, I): interpolations are spherical
 

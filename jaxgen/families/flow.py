@@ -46,6 +46,8 @@ from jaxgen.nn import bijectors as bj
 class FlowFamily(Family):
   """A flow ``x -> (z, log|det|)`` built by :meth:`build`; likelihood, loss and sampler shared."""
 
+  objective = "max likelihood"
+
   networks = ("model",)
   modality = "image"  # the data modality the architecture models
   latent_prior = "gaussian"  # z ~ N(0, T^2 I): interpolations are spherical

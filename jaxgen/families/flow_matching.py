@@ -87,6 +87,8 @@ def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
 class FlowMatching(Family):
   """Networks: ``{"model": velocity network}`` (the DDPM U-Net / MLP denoiser); one update group."""
 
+  objective = "flow matching (velocity regression)"
+
   networks = ("model",)
 
   @classmethod

@@ -110,6 +110,8 @@ class PointDiscriminator(nn.Module):
 class GAN(Family):
   """Networks ``{"disc", "gen"}``; update groups: ``disc`` (``n_critic`` times), then ``gen``."""
 
+  objective = "adversarial"
+
   networks = ("disc", "gen")
   latent_prior = "gaussian"  # z ~ N(0, I): interpolations are spherical
 

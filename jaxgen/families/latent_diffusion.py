@@ -48,6 +48,8 @@ DIFFUSIONS = {"ddpm": DDPM, "flow_matching": FlowMatching}
 class LatentDiffusion(Family):
   """Networks: ``{"model": the latent diffusion model's network}``; state: the latent scale."""
 
+  objective = "latent denoising"
+
   networks = ("model",)
 
   @classmethod

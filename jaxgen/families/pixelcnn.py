@@ -114,6 +114,8 @@ def check_pixel_model(family: str, m: ml_collections.ConfigDict, spec: DataSpec,
 class PixelCNNFamily(MaximumLikelihoodFamily):
   """Autoregressive image model, one network ``model`` (module docstring; config in :meth:`defaults`)."""
 
+  objective = "max likelihood"
+
   @classmethod
   def defaults(cls) -> dict:
     return {

@@ -64,6 +64,8 @@ def sample_defaults() -> dict:
 class RBMFamily(Family):
   """One RBM, network ``model`` (module docstring; config in :meth:`defaults`)."""
 
+  objective = "contrastive divergence"
+
   #: What the ``ais`` evaluator reports: ``-F(v) - log Z`` is the exact log-likelihood given ``Z``.
   ais_metric = "nll_nats"
 

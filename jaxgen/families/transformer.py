@@ -138,6 +138,8 @@ class Transformer(nn.Module):
 class TransformerFamily(Family):
   """GPT-style autoregressive family (module docstring; config in :meth:`defaults`)."""
 
+  objective = "max likelihood"
+
   mixed_precision = True
 
   @classmethod

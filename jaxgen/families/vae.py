@@ -155,6 +155,8 @@ class VAE(LatentAutoencoderFamily):
   """One network ``model`` = ``{"encoder", "decoder"}``; the training-step counter of the KL warm-up
   is the non-gradient state ``{"model": {"schedule": {"step": int32}}}``. Config: :meth:`defaults`."""
 
+  objective = "ELBO"
+
   networks = ("model",)
   latent_prior = "gaussian"  # N(0, I): interpolations are spherical
 

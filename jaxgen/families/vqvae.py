@@ -86,6 +86,8 @@ class VQVAEModel(nn.Module):
 class VQVAE(Family):
   """One network ``model``; the EMA codebook is the state ``{"model": {"vq_stats": ...}}``."""
 
+  objective = "reconstruction + vector quantisation"
+
   networks = ("model",)
 
   @classmethod

@@ -40,6 +40,8 @@ from jaxgen.families.pixelcnn import PixelCNNFamily
 class VQVAEPrior(Family):
   """One network ``model``: the PixelCNN over codes (module docstring)."""
 
+  objective = "max likelihood of codes"
+
   networks = ("model",)
 
   @classmethod

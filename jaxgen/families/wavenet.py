@@ -142,6 +142,8 @@ class WaveNetFamily(MaximumLikelihoodFamily):
   """Autoregressive model of token sequences (``modality`` audio or text), one network ``model``
   (module docstring; config in :meth:`defaults`)."""
 
+  objective = "max likelihood"
+
   @classmethod
   def defaults(cls) -> dict:
     return {
