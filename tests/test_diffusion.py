@@ -312,6 +312,27 @@ def test_discretized_decoder_probabilities_sum_to_one():
     np.testing.assert_allclose(np.exp(log_p).sum(), 1.0, atol=1e-4)
 
 
+def test_discrete_decoder_nll_is_the_binned_gaussian_of_x0():
+  """``decoder_nll`` with ``levels``: ``-sum_d log P(bin of x0_d)`` under ``N(mean, var)`` of
+  ``p(x_0 | x_1)``, the bins of the grid of x0 (not of the mean); extreme bins open-ended."""
+  levels, sched = 17, diffusion.make_schedule("linear", T)
+  rng = np.random.default_rng(3)
+  grid = np.linspace(-1, 1, levels)
+  x0 = jnp.asarray(rng.choice(grid, size=(6, 3)), jnp.float32).at[0, 0].set(1.0).at[1, 0].set(-1.0)  # open bins
+  noise = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
+  model = lambda x, t: 0.3 * x + 5.0  # a poor eps-predictor: the mean sits ~0.05 (5 std) off x0
+  got = diffusion.decoder_nll(sched, model, x0, noise, "eps", "large", False, levels, (-1.0, 1.0))
+  t0 = jnp.zeros((6,), jnp.int32)
+  mean, log_var, _ = diffusion.p_mean_variance(sched, model, diffusion.q_sample(sched, x0, t0, noise), t0,
+                                               "eps", "large", False)
+  mean, std, x = np.asarray(mean, np.float64), np.exp(0.5 * np.asarray(log_var, np.float64)), np.asarray(x0)
+  upper = np.where(x >= 1, np.inf, x + 1 / 16)
+  lower = np.where(x <= -1, -np.inf, x - 1 / 16)
+  prob = scipy.stats.norm.cdf(upper, mean, std) - scipy.stats.norm.cdf(lower, mean, std)
+  assert -np.log(prob).sum() > 1  # far from certain: which bins are used matters
+  np.testing.assert_allclose(got, -np.log(prob).sum(axis=1), rtol=1e-3)
+
+
 def test_stratified_bound_is_unbiased():
   sched = diffusion.make_schedule("cosine", 200)
   x0 = M + S * jax.random.normal(jax.random.key(0), (4000, 1))
@@ -476,6 +497,16 @@ def test_sample_label_semantics(monkeypatch):
   assert np.any(first != np.arange(200) % 10)
   assert scipy.stats.chisquare(np.bincount(first, minlength=10)).pvalue > 1e-3
   np.testing.assert_array_equal(fixed, [3] * 5)
+
+
+def test_family_defaults_are_the_documented_ones():
+  """DDIM is deterministic by default (eta = 0, Song et al. 2021); the held-out bound uses 100
+  stratified timesteps (``diffusion.variational_bound``)."""
+  from jaxgen.families.ddpm import DDPM  # pylint: disable=import-outside-toplevel
+
+  defaults = DDPM.defaults()
+  assert defaults["sample"]["eta"] == 0.0 and defaults["sample"]["sampler"] == "ddim"
+  assert defaults["eval"]["bound_timesteps"] == 100
 
 
 def test_family_rejects_bad_config():

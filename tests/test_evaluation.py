@@ -80,7 +80,7 @@ def test_streaming_stats_match_numpy_with_large_offset():
   rng = np.random.default_rng(3)
   x = (1e4 + rng.standard_normal((1000, 16))).astype(np.float32)
   acc = ev.GaussianAccumulator()
-  for start, stop in [(0, 1), (1, 300), (300, 301), (301, 1000)]:
+  for start, stop in [(0, 1), (1, 6), (6, 300), (300, 301), (301, 1000)]:  # 1 < rows < D included
     acc.update(x[start:stop])
   mu, sigma = acc.finalize()
   np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
@@ -113,6 +113,10 @@ def test_tridiagonal_eigenvalues_match_numpy_with_zero_and_repeated_eigenvalues(
 def test_stats_need_two_samples():
   with pytest.raises(UserError, match="at least 2"):
     ev.gaussian_stats(np.zeros((1, 3)))
+  # Exactly two samples is enough: mean and the N - 1 covariance of two points.
+  mu, sigma = ev.gaussian_stats(np.array([[0.0, 1.0], [2.0, 5.0]]))
+  np.testing.assert_allclose(mu, [1.0, 3.0])
+  np.testing.assert_allclose(sigma, [[2.0, 4.0], [4.0, 8.0]])
 
 
 # --- KID -------------------------------------------------------------------------------------
@@ -129,6 +133,17 @@ def _numpy_kid(f1, f2, num_subsets, m, seed):
     values.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
                   - 2 * kxy.mean())
   return np.mean(values), np.std(values)
+
+
+def test_kid_is_accurate_on_features_far_from_the_origin():
+  """Kernel values ~ 26^3 whose averages nearly cancel: the float64 computation is needed."""
+  rng = np.random.default_rng(5)
+  f1 = (5.0 + rng.standard_normal((300, 32))).astype(np.float32)
+  f2 = (5.0 + 1.05 * rng.standard_normal((300, 32))).astype(np.float32)
+  got = ev.kid(f1, f2, num_subsets=3, subset_size=200, seed=1)
+  np.testing.assert_allclose(got, _numpy_kid(f1, f2, 3, 200, 1), rtol=1e-4)  # float32 sums: ~4e-4 off
+  # The evaluator's defaults are those of Binkowski et al.: 100 subsets of 1000.
+  assert ev.EVALUATORS.get("kid").defaults() == {"every": 0, "subsets": 100, "subset_size": 1000}
 
 
 def test_kid_matches_numpy_unbiased_mmd():
