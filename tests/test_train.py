@@ -55,13 +55,15 @@ def test_end_to_end(name, data, metrics, workdir):
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:
     results = json.load(f)
   assert results["num_eval_examples"] == 64  # eval.num_batches=2 x eval.batch_size=32
-  expected = {"fid": ["fid"], "is": ["is_mean", "is_std"], "precision_recall": ["precision", "recall"],
-              "mode_coverage": ["modes", "high_quality"]}
+  # Each metric within the range its definition allows (10 classes: 1 <= IS <= 10).
+  ranges = {"fid": [("fid", 0, math.inf)], "is": [("is_mean", 1, 10), ("is_std", 0, math.inf)],
+            "precision_recall": [("precision", 0, 1), ("recall", 0, 1)],
+            "mode_coverage": [("modes", 0, 25), ("high_quality", 0, 1), ("reverse_kl", 0, math.inf)]}
   for metric in metrics:
-    for key in expected[metric]:
-      assert math.isfinite(results[key]), (key, results)
+    for key, low, high in ranges[metric]:
+      assert low <= results[key] <= high, (key, results)  # reverse_kl is inf when no sample is high quality
   if "mode_coverage" in metrics:
-    assert 0 <= results["modes"] <= 25 and results["reverse_kl"] >= 0  # inf when no sample is high quality
+    assert results["modes"] == int(results["modes"])
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["data"]["name"] == data
   # EMA params differ from the raw params after training (decay 0.999) and stay finite.
