@@ -7,6 +7,7 @@ it; the flow-matching variant is traced only.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import chex
@@ -75,6 +76,8 @@ def test_latent_ddpm_trains_with_a_frozen_autoencoder_and_decodes_to_data(autoen
     results = json.load(f)
   assert {"latent_nll_bound_nats", "latent_bits_per_dim", "model/loss"} <= set(results), sorted(results)
   assert np.isfinite(results["latent_nll_bound_nats"])
+  # Bits per latent dimension (2 of them), no dequantization offset: the latents are continuous.
+  assert results["latent_bits_per_dim"] == pytest.approx(results["latent_nll_bound_nats"] / (2 * math.log(2)), rel=1e-6)
 
 
 def test_latent_flow_matching_and_checks(autoencoder):
