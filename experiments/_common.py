@@ -283,6 +283,14 @@ def pyplot():
   return plt
 
 
+def save_figure(fig, path: str) -> str:
+  """Lays out ``fig``, writes it to ``path`` (100 dpi) and closes it; returns ``path``."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  pyplot().close(fig)
+  return path
+
+
 def header(title: str, start: float) -> str:
   """The table's first line: what, the command, the device and the wall time so far."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -148,10 +148,7 @@ def figure(records: list[dict], path: str) -> str:
   ax.set_ylabel("FID (digits classifier, vs 1500 training images)")
   ax.set_title("Sample quality by FID (lower is better)")
   ax.tick_params(axis="x", rotation=45)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _common.save_figure(fig, path)
 
 
 def main(argv) -> None:

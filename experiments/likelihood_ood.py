@@ -134,10 +134,7 @@ def figure(records: list[dict], path: str) -> str:
     ax.set_title(f"{rec['family']} ({rec['density_type']})")
     ax.set_xlabel("bits/dim (per example)")
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _common.save_figure(fig, path)
 
 
 def main(argv) -> None:

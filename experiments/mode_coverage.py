@@ -135,10 +135,7 @@ def figure(runs: dict, rows: list[str], num: int, path: str) -> str:
       ax.set_title(f"{ROWS[row][0]} ({data.split('/')[-1]})", fontsize=8)
       ax.set_xticks([])
       ax.set_yticks([])
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

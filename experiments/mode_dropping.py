@@ -106,10 +106,7 @@ def figure(records: list[dict], test: np.ndarray, path: str) -> str:
     ax.set_xlim(-9, 9)
     ax.set_ylim(-6, 6)
   axes[0][0].legend(fontsize=7, loc="lower left")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _common.save_figure(fig, path)
 
 
 def main(argv) -> None:

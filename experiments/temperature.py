@@ -96,10 +96,7 @@ def figure(records: list[dict], path: str) -> str:
   for ax in axes:
     if ax.lines:
       ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _common.save_figure(fig, path)
 
 
 def main(argv) -> None:
