@@ -44,6 +44,7 @@ def denoiser_defaults() -> dict:
           "attn_resolutions": (4,),  # self-attention at these feature-map sizes
           "num_heads": 1,
           "dropout": 0.0,
+          "remat": False,  # recompute each block's activations in the backward pass (less memory)
       },
       "mlp": {"hidden": 128, "num_blocks": 3},  # the residual MLP denoiser (points)
       "conditional": False,  # class-conditional on batch["label"]
@@ -51,15 +52,17 @@ def denoiser_defaults() -> dict:
   }
 
 
-def build_denoiser(m: ml_collections.ConfigDict, spec: DataSpec, num_classes: int) -> nn.Module:
-  """The network ``f(x, t[, label])`` named by ``model.network`` for data ``spec``."""
+def build_denoiser(m: ml_collections.ConfigDict, spec: DataSpec, num_classes: int, dtype=None) -> nn.Module:
+  """The network ``f(x, t[, label])`` named by ``model.network`` for data ``spec``; the U-Net computes
+  in ``dtype`` (``train.compute_dtype``; the MLP denoiser always in float32)."""
   if m.network == "unet":
     if spec.modality != "image":
       raise UserError(f"model.network='unet' needs images, {spec.name!r} is {spec.modality}; "
                       "use model.network='mlp'")
     return UNet(channels=m.unet.channels, ch_mult=tuple(m.unet.ch_mult),
                 num_res_blocks=m.unet.num_res_blocks, attn_resolutions=tuple(m.unet.attn_resolutions),
-                num_heads=m.unet.num_heads, dropout=m.unet.dropout, num_classes=num_classes)
+                num_heads=m.unet.num_heads, dropout=m.unet.dropout, num_classes=num_classes, dtype=dtype,
+                remat=m.unet.remat)
   if m.network == "mlp":
     if spec.modality != "points":
       raise UserError(f"model.network='mlp' is for points, {spec.name!r} is {spec.modality}; "
@@ -80,6 +83,7 @@ class DDPM(Family):
   """Networks: ``{"model": denoiser}``; one update group, the simple loss on eps or v."""
 
   objective = "denoising (variational bound)"
+  mixed_precision = True  # the U-Net computes in train.compute_dtype
 
   networks = ("model",)
   latent_prior = "gaussian"  # x_T ~ N(0, I): interpolations are spherical
@@ -125,7 +129,7 @@ class DDPM(Family):
     self.conditional = self.num_classes > 0
     check_guidance(self, s)
     self.schedule = diffusion.make_schedule(m.schedule, m.num_timesteps)
-    self.net = build_denoiser(m, spec, self.num_classes)
+    self.net = build_denoiser(m, spec, self.num_classes, self.compute_dtype)
 
   # ---- the denoiser -------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class FlowMatching(Family):
   """Networks: ``{"model": velocity network}`` (the DDPM U-Net / MLP denoiser); one update group."""
 
   objective = "flow matching (velocity regression)"
+  mixed_precision = True  # the U-Net computes in train.compute_dtype
 
   networks = ("model",)
 
@@ -138,7 +139,7 @@ class FlowMatching(Family):
     self.num_classes = self.condition_classes()
     self.conditional = self.num_classes > 0
     check_guidance(self, s)
-    self.net = build_denoiser(m, spec, self.num_classes)
+    self.net = build_denoiser(m, spec, self.num_classes, self.compute_dtype)
     self.teacher = self._load_teacher() if m.reflow_from else None  # loaded here, not in a trace
     self._pairs = None
 
