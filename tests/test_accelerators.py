@@ -148,6 +148,8 @@ import sys, numpy as np, jax
 sys.path.insert(0, "tests")
 from conftest import tiny_config
 from jaxgen import checkpoint, parallel, train
+
+pytestmark = pytest.mark.xdist_group("test_accelerators")  # its module-scoped fixture is built once
 assert jax.device_count() == 4, jax.devices()
 out = {}
 for name, extra in [("replicated", {}), ("fsdp", {"train.param_sharding": "fsdp"}), ("remat", {"model.remat": True})]:

@@ -99,6 +99,8 @@ import json, sys, jax
 jax.config.update("jax_num_cpu_devices", 2)
 sys.path.insert(0, "tests")
 from test_reference_stats import eval_metrics
+
+pytestmark = pytest.mark.xdist_group("test_reference_stats")  # its module-scoped fixture is built once
 assert jax.device_count() == 2
 print(json.dumps(eval_metrics(sys.argv[1])))
 """
