@@ -19,6 +19,8 @@ from jaxgen.errors import UserError
 from jaxgen.nn.attention import CausalSelfAttention
 from jaxgen.nn.unet import UNet
 
+pytestmark = pytest.mark.xdist_group("test_accelerators")  # its module-scoped fixture is built once
+
 # A tiny char transformer trained by SGD: Adam would turn float-summation noise in a near-zero
 # gradient into a full-size step (see test_cli.SGD), hiding what these tests compare.
 TINY_GPT = {"model.num_layers": 1, "model.num_heads": 2, "model.width": 16, "data.seq_len": 16,
@@ -149,7 +151,6 @@ sys.path.insert(0, "tests")
 from conftest import tiny_config
 from jaxgen import checkpoint, parallel, train
 
-pytestmark = pytest.mark.xdist_group("test_accelerators")  # its module-scoped fixture is built once
 assert jax.device_count() == 4, jax.devices()
 out = {}
 for name, extra in [("replicated", {}), ("fsdp", {"train.param_sharding": "fsdp"}), ("remat", {"model.remat": True})]:

@@ -21,6 +21,8 @@ from jaxgen import evaluation, train
 from jaxgen.errors import UserError
 from jaxgen.evaluation import digits_classifier, reference_stats
 
+pytestmark = pytest.mark.xdist_group("test_reference_stats")  # its module-scoped fixture is built once
+
 DIGITS = {"data.name": "digits", "eval.features": "digits_classifier", "eval.batch_size": 64}
 
 
@@ -100,7 +102,6 @@ jax.config.update("jax_num_cpu_devices", 2)
 sys.path.insert(0, "tests")
 from test_reference_stats import eval_metrics
 
-pytestmark = pytest.mark.xdist_group("test_reference_stats")  # its module-scoped fixture is built once
 assert jax.device_count() == 2
 print(json.dumps(eval_metrics(sys.argv[1])))
 """
