@@ -19,8 +19,6 @@ from jaxgen.errors import UserError
 from jaxgen.nn.attention import CausalSelfAttention
 from jaxgen.nn.unet import UNet
 
-pytestmark = pytest.mark.xdist_group("test_accelerators")  # its module-scoped fixture is built once
-
 # A tiny char transformer trained by SGD: Adam would turn float-summation noise in a near-zero
 # gradient into a full-size step (see test_cli.SGD), hiding what these tests compare.
 TINY_GPT = {"model.num_layers": 1, "model.num_heads": 2, "model.width": 16, "data.seq_len": 16,

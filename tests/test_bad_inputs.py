@@ -19,8 +19,6 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.xdist_group("test_bad_inputs")  # its module-scoped fixture is built once
-
 TINY = ["--config.train.steps=4", "--config.train.batch_size=16", "--config.train.checkpoint_every=2",
         "--config.train.log_every=2", "--config.train.progress_bar=False", "--config.sample.num=16",
         "--config.eval.batch_size=32", "--config.eval.num_batches=2", "--config.eval.num_samples=64",

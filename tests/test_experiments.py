@@ -23,8 +23,6 @@ from conftest import ROOT
 from jaxgen import config_defaults, families
 from jaxgen.evaluation import per_example_nll
 
-pytestmark = pytest.mark.xdist_group("test_experiments")  # its module-scoped fixture is built once
-
 
 def _run(script: str, *args: str) -> str:
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args], cwd=ROOT,

@@ -22,8 +22,6 @@ from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.families import build
 
-pytestmark = pytest.mark.xdist_group("test_latent_diffusion")  # its module-scoped fixture is built once
-
 DIGITS01 = DataSpec(name="digits", modality="image", shape=(8, 8, 1), levels=2, value_range=(0.0, 1.0),
                     num_classes=10)
 TINY_LD = {"model.mlp.hidden": 16, "model.mlp.num_blocks": 1, "model.num_timesteps": 20,

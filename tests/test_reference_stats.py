@@ -21,8 +21,6 @@ from jaxgen import evaluation, train
 from jaxgen.errors import UserError
 from jaxgen.evaluation import digits_classifier, reference_stats
 
-pytestmark = pytest.mark.xdist_group("test_reference_stats")  # its module-scoped fixture is built once
-
 DIGITS = {"data.name": "digits", "eval.features": "digits_classifier", "eval.batch_size": 64}
 
 

@@ -24,8 +24,6 @@ from jaxgen import sweeps
 from jaxgen.errors import UserError
 from jaxgen.sweeps import local, points
 
-pytestmark = pytest.mark.xdist_group("test_sweep")  # its module-scoped fixture is built once
-
 # A VAE that trains in seconds; only keys every config keeps (seed, train.*, model.*, eval.* sizes).
 TINY = ["--config.train.steps=4", "--config.train.batch_size=16", "--config.train.checkpoint_every=2",
         "--config.train.log_every=2", "--config.train.progress_bar=False", "--config.eval.batch_size=32",

@@ -21,8 +21,6 @@ from jaxgen import train
 from jaxgen.errors import NonFiniteLossError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 
-pytestmark = pytest.mark.xdist_group("test_trainer_contract")  # its module-scoped fixture is built once
-
 GRAD = {"a": np.array([1.0, -2.0, 0.5], np.float32), "b": np.array([3.0, 0.25], np.float32)}
 INIT = {"a": np.array([0.5, 1.5, -1.0], np.float32), "b": np.array([-2.0, 4.0], np.float32)}
 CALLS = 3  # a twice (repeats=2), then b once, per step

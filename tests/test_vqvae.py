@@ -20,8 +20,6 @@ from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.nn import vector_quantizer as vq
 
-pytestmark = pytest.mark.xdist_group("test_vqvae")  # its module-scoped fixture is built once
-
 DIGITS = DataSpec("digits", "image", (8, 8, 1), levels=17, value_range=(-1.0, 1.0), num_classes=10)
 VQ_TINY = {"model.features": (8,), "eval.metrics": ("heldout",)}
 
