@@ -16,7 +16,7 @@ import pytest
 import scipy.special
 from PIL import Image
 
-from conftest import load_config, tiny_config
+from conftest import compiled_init, load_config, pixel_batch, raster_index, tiny_config
 from jaxgen import families, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -34,21 +34,6 @@ def _family(output="softmax", shape=(4, 4, 3), levels=7, conditional=False, mode
       **{f"sample.{k}": v for k, v in sample.items()}})
   spec = DataSpec("test", "image", shape, levels=levels, value_range=(-1.0, 1.0), num_classes=3)
   return families.build(config, spec)
-
-
-def _batch(fam, n=2, seed=0):
-  raw = np.random.default_rng(seed).integers(0, fam.levels, (n, *fam.spec.shape))
-  return {"x": fam.to_model_space(jnp.asarray(raw)), "label": jnp.arange(n, dtype=jnp.int32) % 3}, raw
-
-
-def _init(fam, seed, batch):
-  # Compiled, with an "rbg" key: threefry initialisation of every layer compiles ~4x slower.
-  return jax.jit(fam.init)(jax.random.key(seed, impl="rbg"), batch)
-
-
-def _raster_index(shape):
-  """Position of each sub-pixel in generation order, ``[H, W, C]``."""
-  return np.arange(int(np.prod(shape))).reshape(shape)
 
 
 def test_mask_a_and_b_worked_example():
@@ -74,8 +59,8 @@ def test_causal_in_raster_channel_order_without_blind_spot(output, shape):
   """d out(i,j,c) / d in(s) == 0 exactly for every s at or after (i,j,c) in raster/channel order,
   and != 0 for *every* earlier s (the receptive field covers the image: no blind spot)."""
   fam = _family(output, shape=shape)
-  batch, _ = _batch(fam, n=1)
-  params, _ = _init(fam, 0, batch)
+  batch, _ = pixel_batch(fam, n=1)
+  params, _ = compiled_init(fam, 0, batch)
   # Shift the inputs of the head's two ReLUs positive so that no path is cut by a dead unit:
   # what remains zero is zero by construction of the masks.
   last = f"block_{fam.net.num_blocks}"
@@ -91,7 +76,7 @@ def test_causal_in_raster_channel_order_without_blind_spot(output, shape):
     return fam.net.apply(params["model"], x[None])[0] @ proj  # [H, W, C]
 
   jac = np.asarray(jax.jit(jax.jacrev(out))(x)).reshape(int(np.prod(shape)), -1)  # [out, in position]
-  order = _raster_index(shape).reshape(-1)
+  order = raster_index(shape).reshape(-1)
   later = order[None, :] >= order[:, None]
   assert np.all(jac[later] == 0.0), "an output depends on its own or a later sub-pixel"
   assert np.all(jac[~later] != 0.0), "an output ignores an earlier sub-pixel (blind spot)"
@@ -119,12 +104,12 @@ def test_nll_equals_sum_of_slow_per_position_log_probs(output, conditional):
   """log p(x) == sum over sub-pixels t of log p(x_t | x_<t), each conditional computed by a
   separate pass on an input whose sub-pixels >= t are overwritten with noise."""
   fam = _family(output, shape=(3, 3, 3), conditional=conditional)
-  batch, raw = _batch(fam, n=2)
-  params, state = _init(fam, 0, batch)
+  batch, raw = pixel_batch(fam, n=2)
+  params, state = compiled_init(fam, 0, batch)
   metrics = jax.jit(fam.eval_metrics)(params, state, batch, jax.random.key(1))
   net = jax.jit(lambda x, y: fam.net.apply(params["model"], x, y))
   label = batch["label"] if conditional else None
-  order = _raster_index(fam.spec.shape)
+  order = raster_index(fam.spec.shape)
   rng = np.random.default_rng(1)
   expected = np.zeros(2)
   for t in range(order.size):
@@ -142,8 +127,8 @@ def test_nll_equals_sum_of_slow_per_position_log_probs(output, conditional):
 
 def test_uniform_model_over_256_levels_is_exactly_8_bits_per_dim():
   fam = _family("softmax", shape=(3, 3, 3), levels=256)
-  batch, _ = _batch(fam, n=4)
-  params, state = _init(fam, 0, batch)
+  batch, _ = pixel_batch(fam, n=4)
+  params, state = compiled_init(fam, 0, batch)
   params = {"model": jax.tree_util.tree_map_with_path(
       lambda path, p: jnp.zeros_like(p) if "['out']" in jax.tree_util.keystr(path) else p, params["model"])}
   metrics = jax.jit(fam.eval_metrics)(params, state, batch, jax.random.key(1))
@@ -180,8 +165,8 @@ def test_sampling_compiles_once_and_greedy_matches_slow_loop():
   """Greedy (temperature 0) compiled sampling == a Python loop that fills sub-pixels in raster /
   channel order with the argmax of the network; the sampler traces once for two keys."""
   fam = _family("softmax", shape=(3, 3, 3), temperature=0.0, conditional=True, label=2)
-  batch, _ = _batch(fam)
-  params, state = _init(fam, 0, batch)
+  batch, _ = pixel_batch(fam)
+  params, state = compiled_init(fam, 0, batch)
 
   @jax.jit
   @chex.assert_max_traces(n=1)
@@ -206,8 +191,8 @@ def test_sampling_compiles_once_and_greedy_matches_slow_loop():
 def test_mixture_sampling_follows_level_probabilities():
   """With top_k=1 the mixture sampler returns the most probable level of each conditional."""
   fam = _family("logistic_mixture", shape=(1, 2, 3), levels=17, top_k=1)
-  batch, _ = _batch(fam)
-  params, state = _init(fam, 3, batch)
+  batch, _ = pixel_batch(fam)
+  params, state = compiled_init(fam, 3, batch)
   raw = np.asarray(fam.to_raw(jax.jit(lambda p, k: fam.sample(p, state, k, 2))(params, jax.random.key(4))))
   lp = jax.jit(fam.level_log_probs)(params, jnp.asarray(raw), None)
   for t, (j, c) in enumerate(np.ndindex(2, 3)):
@@ -226,8 +211,8 @@ def test_cached_generation_equals_the_recompute(output, shape, conditional, mode
   fams = {cache: _family(output, shape=shape, conditional=conditional, model=model, cache=cache, **controls)
           for cache in (False, True)}
   fam = fams[True]
-  batch, raw = _batch(fam)
-  params, state = _init(fam, 0, batch)
+  batch, raw = pixel_batch(fam)
+  params, state = compiled_init(fam, 0, batch)
   label = batch["label"] if conditional else None
   flat = jnp.asarray(raw.reshape(2, -1), jnp.int32)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from conftest import load_config
+from conftest import compiled_init, load_config, pixel_batch, raster_index
 from jaxgen import families, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -28,20 +28,6 @@ def _family(architecture, shape=(4, 4, 3), levels=5, conditional=False, **sample
       **{f"sample.{k}": v for k, v in sample.items()}})
   spec = DataSpec("test", "image", shape, levels=levels, value_range=(-1.0, 1.0), num_classes=3)
   return families.build(config, spec)
-
-
-def _batch(fam, n=2, seed=0):
-  raw = np.random.default_rng(seed).integers(0, fam.levels, (n, *fam.spec.shape))
-  return {"x": fam.to_model_space(jnp.asarray(raw)), "label": jnp.arange(n, dtype=jnp.int32) % 3}, raw
-
-
-def _init(fam, seed, batch):
-  return jax.jit(fam.init)(jax.random.key(seed, impl="rbg"), batch)
-
-
-def _order(shape):
-  """Position of each sub-pixel in generation order, ``[H, W, C]``."""
-  return np.arange(int(np.prod(shape))).reshape(shape)
 
 
 def test_skew_shifts_row_i_right_by_i_and_unskew_inverts_it():
@@ -63,8 +49,8 @@ def test_causal_in_raster_channel_order(architecture):
   triangular receptive field) depends at least on the previous sub-pixel of its row and the pixel above."""
   shape = (3, 4, 3)  # H != W: the skew is not symmetric
   fam = _family(architecture, shape=shape)
-  batch, _ = _batch(fam, n=1)
-  params, _ = _init(fam, 0, batch)
+  batch, _ = pixel_batch(fam, n=1)
+  params, _ = compiled_init(fam, 0, batch)
   # Shift the inputs of the head's two ReLUs positive (the biases of the last residual convolution
   # and of the head) so that no path is cut by a dead unit: what remains zero is zero by construction.
   shifted = ("['head']", f"['residual_{fam.net.num_layers - 1}']")
@@ -75,7 +61,7 @@ def test_causal_in_raster_channel_order(architecture):
   proj = jax.random.normal(jax.random.key(2), (fam.net.outputs_per_channel,))
   jac = np.asarray(jax.jit(jax.jacrev(lambda x: fam.net.apply(params["model"], x[None])[0] @ proj))(x))
   jac = jac.reshape(int(np.prod(shape)), -1)  # [out position, in position]
-  order = _order(shape).reshape(-1)
+  order = raster_index(shape).reshape(-1)
   later = order[None, :] >= order[:, None]
   assert np.all(jac[later] == 0.0), "an output depends on its own or a later sub-pixel"
   if architecture == "diagonal_bilstm":
@@ -101,12 +87,12 @@ def test_nll_equals_sum_of_slow_per_position_log_probs(architecture, conditional
   """log p(x) == sum over sub-pixels t of log p(x_t | x_<t), each conditional from a separate pass
   on an input whose sub-pixels >= t are overwritten with noise."""
   fam = _family(architecture, shape=(2, 3, 3), conditional=conditional)
-  batch, raw = _batch(fam, n=2)
-  params, state = _init(fam, 0, batch)
+  batch, raw = pixel_batch(fam, n=2)
+  params, state = compiled_init(fam, 0, batch)
   metrics = jax.jit(fam.eval_metrics)(params, state, batch, jax.random.key(1))
   net = jax.jit(lambda x, y: fam.net.apply(params["model"], x, y))
   label = batch["label"] if conditional else None
-  order = _order(fam.spec.shape)
+  order = raster_index(fam.spec.shape)
   rng = np.random.default_rng(1)
   expected = np.zeros(2)
   for t in range(order.size):
@@ -123,8 +109,8 @@ def test_compiled_generation_equals_naive_recomputation_with_the_same_keys():
   draws it with sampling.sample_logits under the same controls and key fold_in(key, n) (the sampler
   is PixelCNN's, whatever the network: one architecture suffices)."""
   fam = _family("diagonal_bilstm", shape=(2, 2, 3), temperature=0.8, top_k=3, top_p=0.9, conditional=True, label=1)
-  batch, _ = _batch(fam)
-  params, state = _init(fam, 0, batch)
+  batch, _ = pixel_batch(fam)
+  params, state = compiled_init(fam, 0, batch)
   rng = jax.random.key(5)
   raw = np.asarray(fam.to_raw(jax.jit(lambda p, k: fam.sample(p, state, k, 4))(params, rng)))
   _, key = jax.random.split(rng)  # sample(): the label key, then the generation key
