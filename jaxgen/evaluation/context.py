@@ -133,6 +133,24 @@ class EvalContext(SampleContext):
     """``build()`` once per run (jitted functions, reference statistics)."""
     return self.exp.cached(name, build)
 
+  @functools.cached_property
+  def heldout_values(self) -> dict[str, np.ndarray]:
+    """``{name: float64 [N]}``: ``family.eval_metrics`` of each of the ``N`` test examples scored
+    (EMA params, ``eval.num_batches`` global batches of ``eval.batch_size``, 0 = the whole split;
+    batch ``i`` with ``fold_in(EVAL_STREAM, i)``; padding rows dropped; a scalar counts for every
+    row). Computed once per evaluation, for ``heldout`` (the means) and ``per_example_nll``."""
+    from jaxgen.evaluation.per_example_nll import collect  # pylint: disable=import-outside-toplevel  # it imports this module
+
+    cfg, exp, family = self.config.eval, self.exp, self.family
+    eval_stream = exp.stream(EVAL_STREAM)
+
+    def metrics(ts, batch, index):  # the global batch's values and mask, replicated on every process
+      return family.eval_metrics(ts.ema_params, ts.state, batch, jax.random.fold_in(eval_stream, index)), batch["mask"]
+
+    step = self.cached("heldout_values_step", lambda: jax.jit(metrics, out_shardings=exp.replicated))
+    return collect(lambda local, i: jax.tree.map(to_host, step(self.ts, parallel.global_batch(local, exp.mesh), i)),
+                   self.data.eval_batches(cfg.batch_size // jax.process_count(), cfg.num_batches))
+
   def _sampler(self, chunk: int):
     """``(params, state, key) -> chunk`` samples, jitted: each device draws its ``chunk / n`` rows
     (the batch axis constrained to the mesh's ``data`` axis; the random bits do not depend on the

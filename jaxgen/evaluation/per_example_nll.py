@@ -1,9 +1,9 @@
 """``per_example_nll``: the held-out negative log-likelihood of every test example, saved as a ``.npy``.
 
-``family.eval_metrics`` runs exactly as in ``heldout`` (EMA params, global batches of
-``eval.batch_size`` test examples, ``eval.num_batches`` of them (0 = the whole split), batch ``i``
-with ``fold_in(EVAL_STREAM, i)``), but each example's value is kept instead of the batch sum, and
-padding rows (``batch["mask"] == 0``) are dropped. So the file holds one row per test example, in
+The values are ``heldout``'s (``EvalContext.heldout_values``, computed once when both run: EMA
+params, global batches of ``eval.batch_size`` test examples, ``eval.num_batches`` of them (0 = the
+whole split), batch ``i`` with ``fold_in(EVAL_STREAM, i)``), padding rows
+(``batch["mask"] == 0``) dropped. So the file holds one row per test example, in
 the split's order, and its mean is ``heldout``'s ``nll_nats`` (or ``nll_bound_nats``) up to
 float rounding.
 
@@ -27,10 +27,8 @@ import jax
 import numpy as np
 from etils import epath
 
-from jaxgen import parallel
 from jaxgen.errors import UserError
 from jaxgen.evaluation.base import Evaluator, register
-from jaxgen.evaluation.context import EVAL_STREAM, to_host
 
 _log = logging.getLogger(__name__)
 
@@ -76,16 +74,7 @@ class PerExampleNLL(Evaluator):
                       "arrays of samples")
 
   def run(self, ctx) -> dict[str, float]:
-    cfg, exp, family = ctx.config.eval, ctx.exp, ctx.family
-    eval_stream = exp.stream(EVAL_STREAM)
-
-    def metrics(ts, batch, index):  # the global batch's values and mask, replicated on every process
-      rng = jax.random.fold_in(eval_stream, index)
-      return family.eval_metrics(ts.ema_params, ts.state, batch, rng), batch["mask"]
-
-    step = ctx.cached("per_example_nll_step", lambda: jax.jit(metrics, out_shardings=exp.replicated))
-    values = collect(lambda local, i: jax.tree.map(to_host, step(ctx.ts, parallel.global_batch(local, exp.mesh), i)),
-                     ctx.data.eval_batches(cfg.batch_size // jax.process_count(), cfg.num_batches))
+    values = ctx.heldout_values  # shared with ``heldout``: one pass over the test split
     record = as_record(values)
     if record is None:
       _log.warning("per_example_nll: family %r reports no nll_nats or nll_bound_nats; no file written",
