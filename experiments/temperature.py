@@ -38,6 +38,8 @@ MODELS = flags.DEFINE_list("models", ["pixelcnn", "realnvp", "transformer"], "mo
 TEMPERATURES = flags.DEFINE_list("temperatures", ["0.5", "0.7", "0.85", "1.0", "1.2", "1.5"], "temperatures")
 SEEDS = flags.DEFINE_integer("seeds", 1, "seeds per model (0 .. seeds-1)")
 NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1500, "image samples per temperature (text: 256 windows)")
+TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0, "training steps of every model (0: each config's; "
+                                   "give the family comparison's value to reuse its points)")
 
 NGRAM = 4
 COLUMNS = ["model", "T", "FID", "precision", "recall", "sample bits/char", f"distinct {NGRAM}-grams", "n"]
@@ -109,7 +111,7 @@ def main(argv) -> None:
   images, spec = _common.split_images(_common.classifier_config(), "train")
   real = _common.digits_features(images, spec).features
   runs = _common.train_families(MODELS.value, range(SEEDS.value), _common.workdir("families"), quick,
-                                _common.PARALLEL.value)
+                                _common.PARALLEL.value, TRAIN_STEPS.value)
   records, notes = [], []
   for model in MODELS.value:
     for row in runs[model]:

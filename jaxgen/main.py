@@ -1,7 +1,8 @@
 """Command line: ``python -m jaxgen.main --config=configs/gan.py --workdir=runs/gan [--mode=train]``.
 
-Kept short on purpose: parse flags, load and validate the config, optionally join a multi-process
-run, lock the workdir (train mode), hand (config, workdir) to ``jaxgen.train`` (or, for
+Kept short on purpose: parse flags, load and validate the config, choose the number of CPU devices
+from it (``--cpu_devices=auto``, ``jaxgen.cpu_devices``; before JAX starts a backend), optionally join
+a multi-process run, lock the workdir (train mode), hand (config, workdir) to ``jaxgen.train`` (or, for
 ``--mode=reference_stats``, to ``jaxgen.evaluation.reference_stats``, which reads no checkpoint). Every
 ``--config.a.b=value`` argument is taken out of the command line before absl parses the rest and
 applied by ``config_defaults.load``, the one override parser (shared with tests, benchmarks and
@@ -19,7 +20,7 @@ import sys
 
 from absl import app, flags, logging
 
-from jaxgen import config_defaults, validate, workdir
+from jaxgen import config_defaults, cpu_devices, validate, workdir
 from jaxgen.errors import Preempted, UserError
 
 _CONFIG = flags.DEFINE_string("config", None, "Path to a config file, e.g. configs/gan.py; override any field "
@@ -33,12 +34,13 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (auto on SLURM / TPU VMs).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (auto on SLURM / TPU VMs).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (auto on SLURM / TPU VMs).")
-_CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", 0,
-    "Split the host CPU into this many JAX devices (jax_num_cpu_devices; 0 = JAX's default, one). The "
-    "data-parallel mesh then runs one stream of ops per device at once: for small models on an N-core "
-    "CPU, N devices are usually faster than one. Same results up to float summation order; "
-    "train.batch_size must be divisible by it. No effect on GPU/TPU runs.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "auto",
+    "CPU-only hosts: split the CPU into this many JAX devices (jax_num_cpu_devices; the data-parallel "
+    "mesh then runs one stream of ops per device at once; train.batch_size must be divisible by it). "
+    "auto (default): one device per core for the families measured faster that way, else one "
+    "(jaxgen/cpu_devices.py, docs/trainer.md); 0 = JAX's default, one. Same results up to float "
+    "summation order. No effect on GPU/TPU runs.")
 
 _OVERRIDES: list[str] = []  # the --config.a.b=value arguments, in command-line order
 
@@ -75,11 +77,36 @@ def _quiet_unraisable(unraisable) -> None:
   logging.debug("ignored: %s", unraisable.exc_value)
 
 
-def _run(config, root) -> None:
+def _cpu_devices() -> int | None:
+  """--cpu_devices as a count (0: JAX's default), or ``None`` for auto; a bad value fails."""
+  value = _CPU_DEVICES.value.strip().lower()
+  if value == "auto":
+    return None
+  try:
+    count = int(value)
+  except ValueError:
+    count = -1
+  if count < 0:
+    _fail(f"--cpu_devices={_CPU_DEVICES.value} is not a device count: give auto or a count >= 1 (0 = JAX's default)")
+  return count
+
+
+def _device_count(requested: int | None, config) -> int | None:
+  """The jax_num_cpu_devices to set (``None``/0: leave JAX's default): ``requested``, or for auto the
+  rule of ``jaxgen.cpu_devices``, logged in one line."""
+  if requested is not None:
+    return requested
+  choice = cpu_devices.choose_here(config, _DISTRIBUTED.value)
+  logging.info("--cpu_devices=auto: %s (%s)", "JAX's default" if choice.devices is None else
+               f"{choice.devices} CPU device(s)", choice.reason)
+  return choice.devices
+
+
+def _run(config, root, devices: int | None) -> None:
   import jax  # imported after flag parsing (slow), configured before any backend starts
 
-  if _CPU_DEVICES.value:
-    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+  if devices:
+    jax.config.update("jax_num_cpu_devices", devices)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from jaxgen import train  # importing the data sets is slow too
@@ -107,14 +134,13 @@ def main(argv: list[str]) -> None:
     _fail("--config is required, e.g. --config=configs/gan.py")
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir=runs/gan")
-  if _CPU_DEVICES.value < 0:
-    _fail(f"--cpu_devices={_CPU_DEVICES.value} is negative: give a device count >= 1 (0 = JAX's default)")
+  requested = _cpu_devices()
   try:
     config = config_defaults.load(_CONFIG.value, _OVERRIDES)
     validate.validate(config)
     root = workdir.path(_WORKDIR.value)
     workdir.prepare(root)
-    _run(config, root)
+    _run(config, root, _device_count(requested, config))
   except UserError as e:
     _fail(str(e))
   except Preempted as e:

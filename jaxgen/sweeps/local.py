@@ -10,7 +10,8 @@ Device rule (``shares``): one share per point running at once (a *slot*), P = ``
   to C//P cores of its own, ``OMP_NUM_THREADS=C//P``; P > C: slot i is pinned to core ``i mod C``.
   XLA sizes its CPU thread pool from the cores a process may use; a slot of one core also runs
   XLA's Eigen kernels single-threaded (``--xla_cpu_multi_thread_eigen=false`` added to XLA_FLAGS).
-  ``--cpu_devices`` is not passed: each point is one JAX device.
+  ``--cpu_devices`` is not passed: each point chooses as ``jaxgen.main`` does (``auto``: one JAX
+  device per core of its slot for the families that gain from it, ``jaxgen/cpu_devices.py``).
 - P = 1: the point gets the whole machine; nothing is set.
 
 Stopping: on an exception in the sweep's main thread (Ctrl-C; SIGTERM, which the command line turns
