@@ -78,7 +78,7 @@ def test_fid_singular_covariances_match_scipy(n1, n2):
 
 def test_streaming_stats_match_numpy_with_large_offset():
   rng = np.random.default_rng(3)
-  x = (1e4 + rng.standard_normal((1000, 16))).astype(np.float32)
+  x = 1e4 + rng.standard_normal((1000, 16))  # float64 features: float64 products (float32: test_fid_precision)
   acc = ev.GaussianAccumulator()
   for start, stop in [(0, 1), (1, 6), (6, 300), (300, 301), (301, 1000)]:  # 1 < rows < D included
     acc.update(x[start:stop])
@@ -91,7 +91,7 @@ def test_streaming_stats_match_numpy_with_large_offset():
 
 def test_blocked_stats_match_numpy_over_several_column_blocks():
   # D = 1100 is cut into 4 uneven column blocks of the symmetric Gram product.
-  x = np.random.default_rng(4).standard_normal((1500, 1100)).astype(np.float32) + 3.0
+  x = np.random.default_rng(4).standard_normal((1500, 1100)) + 3.0  # float64 features: float64 products
   mu, sigma = ev.gaussian_stats(x)
   np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
   np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64), rowvar=False), atol=1e-12)

@@ -128,7 +128,7 @@ def test_two_devices_match_one_device(tmp_path):
   assert two.returncode == 0, two.stderr[-3000:]
   one = eval_metrics(str(tmp_path / "one"))
   assert json.loads(two.stdout.strip().splitlines()[-1]) == pytest.approx(one, rel=1e-5)
-  assert one["streamed_fid"] == pytest.approx(one["fid"], rel=1e-7)
+  assert one["streamed_fid"] == pytest.approx(one["fid"], rel=1e-6)  # float32 products, summed in another order
 
   workdir = tmp_path / "run"
   saved = workdir / "checkpoints" / "4"

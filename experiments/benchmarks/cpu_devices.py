@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from experiments.benchmarks import train_throughput  # noqa: E402
 from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
 from jaxgen import config_defaults, parallel, train  # noqa: E402
+from jaxgen.timing import peak_memory  # noqa: E402
 
 #: config name -> steps per chunk (chunks of ~0.2-0.5 s on 2 cores).
 DEFAULT_ROWS = {"transformer": 10, "gan": 5, "vae": 50, "pixelcnn": 5, "realnvp": 5, "ddpm": 3, "ddpm_toy2d": 50,
@@ -75,10 +76,10 @@ def main():
   parser.add_argument("--chunks", type=int, default=10, help="timed chunks per device count")
   args = parser.parse_args()
   jax.config.update("jax_num_cpu_devices", args.devices)
-  print(f"{'config':12s} {'1 device ms':>11s} {f'{args.devices} devices ms':>12s} {'ratio':>6s} {'load':>5s}")
+  print(f"{'config':12s} {'1 device ms':>11s} {f'{args.devices} devices ms':>12s} {'ratio':>6s} {'load':>5s} {'peak memory':>14s}")
   for name in args.configs or DEFAULT_ROWS:
     one, split = measure(name, args.devices, DEFAULT_ROWS.get(name, 5), args.chunks)
-    print(f"{name:12s} {one:11.2f} {split:12.2f} {one / split:6.2f} {os.getloadavg()[0]:5.1f}", flush=True)
+    print(f"{name:12s} {one:11.2f} {split:12.2f} {one / split:6.2f} {os.getloadavg()[0]:5.1f} {peak_memory():>14s}", flush=True)
 
 
 if __name__ == "__main__":

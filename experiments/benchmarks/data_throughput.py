@@ -13,14 +13,14 @@ temporary folder, then measures ``data.build`` of ``images:<folder>``:
 
 Then ``configs/gan.py`` (DCGAN) at 64x64 on the folder, through ``train_throughput.measure``: the
 trainer's compiled step fed by the real pipeline; "input wait" is the share of wall time spent
-getting the next batch. Peak RSS is reported after each part.
+getting the next batch. The peak memory (``jaxgen.timing.peak_memory``) is reported after
+decoding and beside each DCGAN row.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -34,10 +34,7 @@ from PIL import Image  # noqa: E402
 from train_throughput import measure  # noqa: E402
 
 from jaxgen import config_defaults, data  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from jaxgen.timing import peak_memory  # noqa: E402
 
 
 def write_pngs(folder: str, num: int, size: int = 64) -> float:
@@ -95,17 +92,17 @@ def main():
       print(f"{label:28s} {seconds:8.2f} {args.num / seconds:9.0f}")
     print(f"batch reads (64, flip): memory {batch_rate(rows[2][2]):.0f} images/s, "
           f"memory map {batch_rate(rows[1][2]):.0f} images/s")
-    print(f"peak RSS after decoding: {peak_rss_mb():.0f} MB")
+    print(f"peak memory after decoding: {peak_memory()}")
     del rows
     if args.steps:
       print(f"\nDCGAN (configs/gan.py) at 64x64 on the folder, batch 64, {args.steps} timed steps:")
-      print(f"{'cache':12s} {'compile s':>9s} {'ms/step':>8s} {'input wait':>10s}")
+      print(f"{'cache':12s} {'compile s':>9s} {'ms/step':>8s} {'input wait':>10s} {'peak memory':>14s}")
       for label, extra in (("memory", []), ("memory map", ["data.cache_max_bytes=0", f"data.cache_dir={cache_dir}"])):
         r = measure(os.path.join(HERE, "..", "..", "configs", "gan.py"), args.steps, args.warmup,
                     [f"data.name=images:{folder}", "data.random_flip=True", "train.batch_size=64", *extra])
-        print(f"{label:12s} {r['compile_s']:9.1f} {r['ms_per_step']:8.0f} {100 * r['input_wait_share']:9.1f}%",
+        print(f"{label:12s} {r['compile_s']:9.1f} {r['ms_per_step']:8.0f} {100 * r['input_wait_share']:9.1f}% "
+              f"{peak_memory():>14s}",
               flush=True)
-      print(f"peak RSS: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
 from jaxgen import config_defaults, evaluation, families, optim, parallel, train  # noqa: E402
 from jaxgen.data.spec import DataSpec  # noqa: E402
+from jaxgen.timing import peak_memory  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 #: Dense bf16 peak FLOP/s by device kind (substring, first match): NVIDIA's data sheets.
@@ -56,14 +56,6 @@ STAGE_ONE_OF = {stage_one for _, stage_one in STAGE_ONE.values()}  # the familie
 
 def say(*parts) -> None:
   print(*parts, flush=True)
-
-
-def peak_memory() -> str:
-  """Peak device memory so far (accelerators), else the process's peak RSS (CPU), in MiB."""
-  stats = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    return f"{stats['peak_bytes_in_use'] / 2**20:.0f} MiB device"
-  return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB RSS"
 
 
 class Budget:

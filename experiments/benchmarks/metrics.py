@@ -1,13 +1,19 @@
 """Benchmark of jaxgen's sample metrics on random features.
 
     python experiments/benchmarks/metrics.py [--n 10000] [--dim 2048] [--block-size 1024]
-                                             [--skip-scipy]
+                                             [--repeats 1] [--skip-scipy] [--skip-float64]
+                                             [--skip-manifold]
 
 Prints, in one run:
-* FID on two ``n x dim`` feature sets: jaxgen (streaming float64 statistics with a symmetric
-  blocked Gram product; Cholesky, a triangular congruence and the eigenvalues of its tridiagonal
-  form) vs the classic scipy route (``numpy.cov`` + ``scipy.linalg.sqrtm``), split into statistics and
-  the Fréchet distance, with the relative difference of the two results;
+* FID on two ``n x dim`` float32 feature sets: jaxgen (streaming statistics merged in float64 with
+  a symmetric blocked Gram product in the features' float32; Cholesky, a triangular congruence and
+  the eigenvalues of its tridiagonal form), jaxgen on the same features cast to float64 (float64
+  products), and the classic scipy route (``numpy.cov`` + ``scipy.linalg.sqrtm``), each split into
+  statistics and the Fréchet distance; the end-to-end speed-ups over the scipy route;
+* the accuracy of each against a float64 reference (``numpy.cov``'s statistics, the Cholesky
+  congruence ``L^T S2 L`` and its eigenvalues by ``scipy.linalg.eigvalsh``), and whether the rule of
+  ``jaxgen.evaluation.gaussian`` holds: relative error ``<= 1e-6`` for float32 features, within 10x
+  of the scipy route's for float64 features;
 * precision/recall (k=3) + density/coverage (k=5) on ``n`` vs ``n`` features (three blocked
   passes);
 jaxgen's functions are timed after one untimed call that compiles them. Each row gives the
@@ -18,7 +24,6 @@ buffers live there too) and the largest block temporary (``block_size x n`` floa
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import jax
@@ -26,10 +31,7 @@ import numpy as np
 import scipy.linalg
 
 from jaxgen import evaluation as ev
-
-
-def _peak_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from jaxgen.timing import peak_memory
 
 
 def _timed(fn, *args, repeats: int = 1, warm_up: bool = True):
@@ -54,6 +56,19 @@ def _scipy_frechet(mu1, s1, mu2, s2):
   return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))
 
 
+def _reference_frechet(mu1, s1, mu2, s2):
+  """float64 LAPACK: ``tr((S1 S2)^1/2)`` from the eigenvalues of ``L^T S2 L``, ``S1 = L L^T``."""
+  l = np.linalg.cholesky(s1)
+  eigenvalues = scipy.linalg.eigvalsh(l.T @ s2 @ l)
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(s1) + np.trace(s2)
+               - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
+def _float64_stats(x):
+  return ev.gaussian_stats(x.astype(np.float64))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=10000, help="samples per set")
@@ -61,7 +76,11 @@ def main() -> None:
   parser.add_argument("--block-size", type=int, default=1024, help="rows per distance block")
   parser.add_argument("--repeats", type=int, default=1,
                       help="timed repeats (best is kept) of both routes; jaxgen also warms up once")
-  parser.add_argument("--skip-scipy", action="store_true", help="skip the scipy sqrtm route")
+  parser.add_argument("--skip-scipy", action="store_true",
+                      help="skip the scipy sqrtm route and the float64 reference")
+  parser.add_argument("--skip-float64", action="store_true", help="skip jaxgen on float64 features")
+  parser.add_argument("--skip-manifold", action="store_true",
+                      help="skip precision/recall + density/coverage")
   args = parser.parse_args()
 
   rng = np.random.default_rng(0)
@@ -70,35 +89,56 @@ def main() -> None:
   real = np.abs(rng.standard_normal((args.n, args.dim)) @ mix).astype(np.float32)
   fake = np.abs(rng.standard_normal((args.n, args.dim)) @ mix * 1.02 + 0.01).astype(np.float32)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; n={args.n} dim={args.dim} "
-        f"block={args.block_size}; peak RSS after data {_peak_mib():.0f} MiB")
+        f"block={args.block_size}; peak memory after data {peak_memory()}")
 
   rows = []
   (stats1, t1) = _timed(ev.gaussian_stats, real, repeats=args.repeats)
   (stats2, t2) = _timed(ev.gaussian_stats, fake, repeats=args.repeats)
   fid, t_fd = _timed(ev.frechet_distance, *stats1, *stats2, repeats=args.repeats)
-  rows.append(("FID jaxgen: statistics (2 sets)", t1 + t2, _peak_mib()))
-  rows.append(("FID jaxgen: Frechet distance", t_fd, _peak_mib()))
+  rows.append(("FID jaxgen: statistics (2 sets)", t1 + t2, peak_memory()))
+  rows.append(("FID jaxgen: Frechet distance", t_fd, peak_memory()))
+  fids = {"jaxgen (float32 features)": (fid, t1 + t2 + t_fd)}
+  if not args.skip_float64:
+    (stats1, t1) = _timed(_float64_stats, real, repeats=args.repeats)
+    (stats2, t2) = _timed(_float64_stats, fake, repeats=args.repeats)
+    fid64, t_fd = _timed(ev.frechet_distance, *stats1, *stats2, repeats=args.repeats)
+    rows.append(("FID jaxgen float64: statistics (2 sets)", t1 + t2, peak_memory()))
+    rows.append(("FID jaxgen float64: Frechet distance", t_fd, peak_memory()))
+    fids["jaxgen (float64 features)"] = (fid64, t1 + t2 + t_fd)
   if not args.skip_scipy:
     (ref1, s1), (ref2, s2) = (_timed(_scipy_stats, x, repeats=args.repeats, warm_up=False)
                               for x in (real, fake))
     ref_fid, t_ref = _timed(_scipy_frechet, *ref1, *ref2, repeats=args.repeats, warm_up=False)
-    rows.append(("FID scipy: numpy.cov (2 sets)", s1 + s2, _peak_mib()))
-    rows.append(("FID scipy: sqrtm route", t_ref, _peak_mib()))
-  (pr, t_pr) = _timed(lambda: ev.manifold_metrics(real, fake, 3, 5, args.block_size),
-                      repeats=args.repeats)
-  rows.append(("precision/recall + density/coverage", t_pr, _peak_mib()))
+    rows.append(("FID scipy: numpy.cov (2 sets)", s1 + s2, peak_memory()))
+    rows.append(("FID scipy: sqrtm route", t_ref, peak_memory()))
+    fids["scipy (numpy.cov + sqrtm)"] = (ref_fid, s1 + s2 + t_ref)
+    exact = _reference_frechet(*ref1, *ref2)
+  if not args.skip_manifold:
+    (pr, t_pr) = _timed(lambda: ev.manifold_metrics(real, fake, 3, 5, args.block_size),
+                        repeats=args.repeats)
+    rows.append(("precision/recall + density/coverage", t_pr, peak_memory()))
 
-  print(f"\n{'step':40s} {'seconds':>9s} {'peak RSS MiB':>13s}")
+  print(f"\n{'step':40s} {'seconds':>9s} {'peak memory':>14s}")
   for name, seconds, mib in rows:
-    print(f"{name:40s} {seconds:9.2f} {mib:13.0f}")
-  print(f"\nFID jaxgen {fid:.10g}")
-  if not args.skip_scipy:
-    rel = abs(fid - ref_fid) / abs(ref_fid)
-    print(f"FID scipy  {ref_fid:.10g}  (relative difference {rel:.2e})")
-    print(f"speed-up: Frechet distance {t_ref / t_fd:.1f}x, "
-          f"end to end {(s1 + s2 + t_ref) / (t1 + t2 + t_fd):.1f}x")
-  print(f"manifold metrics {pr}; largest distance block "
-        f"{args.block_size * args.n * 4 / 2**20:.0f} MiB")
+    print(f"{name:40s} {seconds:9.2f} {mib:>14s}")
+  if args.skip_scipy:
+    print("\n" + "\n".join(f"FID {name}: {value:.10g}" for name, (value, _) in fids.items()))
+  else:
+    print(f"\nFID float64 reference (numpy.cov, Cholesky congruence, scipy eigvalsh): {exact:.12g}")
+    errors = {name: abs(value - exact) / exact for name, (value, _) in fids.items()}
+    scipy_name = "scipy (numpy.cov + sqrtm)"
+    for name, (value, seconds) in fids.items():
+      print(f"FID {name:28s} {value:.12g}  relative error {errors[name]:.1e}  end to end "
+            f"{seconds:6.2f} s = {fids[scipy_name][1] / seconds:5.1f}x the scipy route")
+    rules = {"jaxgen (float32 features)": 1e-6,
+             "jaxgen (float64 features)": 10 * errors[scipy_name]}
+    for name, bound in rules.items():
+      if name in errors:
+        print(f"accuracy rule, {name}: relative error {errors[name]:.1e} <= {bound:.1e}: "
+              f"{'met' if errors[name] <= bound else 'NOT MET'}")
+  if not args.skip_manifold:
+    print(f"manifold metrics {pr}; largest distance block "
+          f"{args.block_size * args.n * 4 / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ depend on them), on ``HxWxC`` images of ``digits``' 17 levels at 8x8x1 and 256 l
 (MNIST / CIFAR-10 gray levels). Both samplers are one compiled loop with the same key and draw the
 same samples (asserted). Both are compiled ahead of time; times are medians over ``--repeats``
 rounds that call the two samplers alternately (the machine's load drifts), printed with the
-speedup and the process's peak RSS.
+speedup and the peak memory (``jaxgen.timing.peak_memory``).
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
-import resource
 import time
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 
 from jaxgen import config_defaults, families
 from jaxgen.data.spec import DataSpec
+from jaxgen.timing import peak_memory
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -61,12 +61,11 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   print(f"batch {args.batch}, {args.repeats} alternating rounds, {jax.devices()[0].platform}")
-  print(f"{'shape':>9s} {'levels':>6s} {'recompute s':>12s} {'cached s':>9s} {'speedup':>8s}")
+  print(f"{'shape':>9s} {'levels':>6s} {'recompute s':>12s} {'cached s':>9s} {'speedup':>8s} {'peak memory':>14s}")
   for text in args.shapes.split(","):
     row = compare(args.config, args.set, tuple(int(n) for n in text.split("x")), args.batch, args.repeats)
     print(f"{row['shape']:>9s} {row['levels']:6d} {row['naive_s']:12.3f} {row['cached_s']:9.3f} "
-          f"{row['speedup']:7.1f}x", flush=True)
-  print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{row['speedup']:7.1f}x {peak_memory():>14s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,15 @@ from jaxgen import (
   families,  # noqa: E402
 )
 from jaxgen import data as data_lib  # noqa: E402
-from jaxgen.timing import median_seconds  # noqa: E402
+from jaxgen.timing import median_seconds, peak_memory  # noqa: E402
 
 #: (sampler, steps): steps is ignored by the ancestral sampler, which always takes T steps.
 SAMPLERS = (("ddpm", 1000), ("ddim", 100), ("ddim", 50))
 
 
 def run(quick: bool = False) -> list[dict]:
-  """One row per sampler: ``{name, data, num, steps, seconds_per_batch, samples_per_s, device}``."""
+  """One row per sampler: ``{name, data, num, steps, seconds_per_batch, samples_per_s, device,
+  peak_memory}`` (``jaxgen.timing.peak_memory`` after the row)."""
   config = config_defaults.load(os.path.join(ROOT, "configs", "ddpm.py"))
   num = 16 if quick else 64
   data = data_lib.build(config)
@@ -44,7 +45,7 @@ def run(quick: bool = False) -> list[dict]:
     steps = config.model.num_timesteps if sampler == "ddpm" else steps
     rows.append({"name": f"{sampler} {steps} steps", "data": data.spec.name, "num": num,
                  "steps": steps, "seconds_per_batch": seconds, "samples_per_s": num / seconds,
-                 "device": jax.devices()[0].device_kind})
+                 "device": jax.devices()[0].device_kind, "peak_memory": peak_memory()})
   return rows
 
 
@@ -52,10 +53,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="a batch of 16 and one repeat")
   args = parser.parse_args()
-  print(f"{'sampler':18s} {'data':8s} {'batch':>6s} {'s/batch':>9s} {'samples/s':>10s}")
+  print(f"{'sampler':18s} {'data':8s} {'batch':>6s} {'s/batch':>9s} {'samples/s':>10s} {'peak memory':>14s}")
   for row in run(args.quick):
     print(f"{row['name']:18s} {row['data']:8s} {row['num']:6d} {row['seconds_per_batch']:9.3f} "
-          f"{row['samples_per_s']:10.1f}")
+          f"{row['samples_per_s']:10.1f} {row['peak_memory']:>14s}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import train_throughput  # noqa: E402
 
 from jaxgen import config_defaults, families  # noqa: E402
 from jaxgen import data as data_lib  # noqa: E402
-from jaxgen.timing import median_seconds  # noqa: E402
+from jaxgen.timing import median_seconds, peak_memory  # noqa: E402
 
 CONFIGS = ("gan", "sngan", "wgan", "vae_conv", "vqvae", "vqvae_prior", "aae", "avb", "latent_diffusion", "rbm",
            "dbn")
@@ -48,7 +48,8 @@ def _chain(config) -> str:
 
 
 def measure(name: str, num: int, repeats: int) -> dict:
-  """``{name, data, num, chain, seconds_per_batch, samples_per_s, device}`` of ``configs/<name>.py``."""
+  """``{name, data, num, chain, seconds_per_batch, samples_per_s, device, peak_memory}`` of
+  ``configs/<name>.py`` (``peak_memory``: ``jaxgen.timing.peak_memory`` after the measurement)."""
   config = config_defaults.load(os.path.join(ROOT, "configs", f"{name}.py"))
   with tempfile.TemporaryDirectory() as tmp:
     train_throughput.provide_stage_one(config, tmp)
@@ -58,7 +59,7 @@ def measure(name: str, num: int, repeats: int) -> dict:
     sample = jax.jit(lambda p, s, k: family.sample(p, s, k, num))
     seconds = median_seconds(sample, params, state, jax.random.key(1), repeats=repeats)
   return {"name": name, "data": data.spec.name, "num": num, "chain": _chain(config), "seconds_per_batch": seconds,
-          "samples_per_s": num / seconds, "device": jax.devices()[0].device_kind}
+          "samples_per_s": num / seconds, "device": jax.devices()[0].device_kind, "peak_memory": peak_memory()}
 
 
 def run(quick: bool = False, only: tuple[str, ...] = CONFIGS) -> Iterator[dict]:
@@ -72,10 +73,10 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="a batch of 64 and one repeat")
   parser.add_argument("--only", default=",".join(CONFIGS), help="comma-separated config names")
   args = parser.parse_args()
-  print(f"{'config':17s} {'data':8s} {'batch':>6s} {'s/batch':>9s} {'samples/s':>10s}  chain")
+  print(f"{'config':17s} {'data':8s} {'batch':>6s} {'s/batch':>9s} {'samples/s':>10s} {'peak memory':>14s}  chain")
   for row in run(args.quick, tuple(args.only.split(","))):
     print(f"{row['name']:17s} {row['data']:8s} {row['num']:6d} {row['seconds_per_batch']:9.3f} "
-          f"{row['samples_per_s']:10.1f}  {row['chain']}", flush=True)
+          f"{row['samples_per_s']:10.1f} {row['peak_memory']:>14s}  {row['chain']}", flush=True)
 
 
 if __name__ == "__main__":

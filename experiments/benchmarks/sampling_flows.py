@@ -27,9 +27,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
   args = parser.parse_args()
-  print(f"{'flow':10s} {'data':14s} {'batch':>6s} {'samples/s':>12s}")
+  print(f"{'flow':10s} {'data':14s} {'batch':>6s} {'samples/s':>12s} {'peak memory':>14s}")
   for row in run(args.quick):
-    print(f"{row['name']:10s} {row['data']:14s} {row['num']:6d} {row['samples_per_s']:12.0f}")
+    print(f"{row['name']:10s} {row['data']:14s} {row['num']:6d} {row['samples_per_s']:12.0f} {row['peak_memory']:>14s}")
 
 
 if __name__ == "__main__":

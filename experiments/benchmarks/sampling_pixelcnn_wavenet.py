@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxgen import config_defaults, families
 from jaxgen.data.spec import DataSpec
-from jaxgen.timing import median_seconds
+from jaxgen.timing import median_seconds, peak_memory
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
@@ -45,6 +45,7 @@ def _wavenet(length: int, repeats: int) -> dict:
       "samples_per_s_cached": length / seconds[False],
       "samples_per_s_naive": length / seconds[True],
       "speedup": seconds[True] / seconds[False],
+      "peak_memory": peak_memory(),
   }
 
 
@@ -60,12 +61,13 @@ def _pixel_model(name: str, batch: int, repeats: int) -> dict:
       "name": f"{name} digits 8x8x1 (64 steps), batch {batch}",
       "images_per_s": batch / seconds,
       "seconds_per_batch": seconds,
+      "peak_memory": peak_memory(),
   }
 
 
 def run(quick: bool = False) -> list[dict]:
   """Rows: WaveNet ``{name, samples_per_s_cached, samples_per_s_naive, speedup}``, PixelCNN and
-  PixelRNN ``{name, images_per_s, seconds_per_batch}``."""
+  PixelRNN ``{name, images_per_s, seconds_per_batch}``; each with ``peak_memory`` (``jaxgen.timing``)."""
   repeats = 1 if quick else 3
   return [_wavenet(1024 if quick else 4096, repeats),
           *(_pixel_model(name, 16 if quick else 64, repeats) for name in ("pixelcnn", "pixelrnn"))]

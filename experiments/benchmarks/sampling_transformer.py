@@ -21,13 +21,14 @@ import numpy as np
 from jaxgen import families
 from jaxgen.data.spec import DataSpec
 from jaxgen.data.text import ASCII_VOCAB
-from jaxgen.timing import median_seconds
+from jaxgen.timing import median_seconds, peak_memory
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
 
 
 def run(quick: bool = False) -> list[dict]:
-  """One row ``{name, tokens_per_s_cached, tokens_per_s_naive, speedup}``, batch of one sequence."""
+  """One row ``{name, tokens_per_s_cached, tokens_per_s_naive, speedup, peak_memory}``, batch of one
+  sequence (``peak_memory``: ``jaxgen.timing.peak_memory`` after it)."""
   length = 64 if quick else 256
   config = runpy.run_path(str(CONFIG))["get_config"]()
   config.data.seq_len = length
@@ -45,6 +46,7 @@ def run(quick: bool = False) -> list[dict]:
       "tokens_per_s_cached": length / seconds[True],
       "tokens_per_s_naive": length / seconds[False],
       "speedup": seconds[False] / seconds[True],
+      "peak_memory": peak_memory(),
   }]
 
 
@@ -53,7 +55,8 @@ def main():
   parser.add_argument("--quick", action="store_true")
   for row in run(parser.parse_args().quick):
     print(f"{row['name']}: cached {row['tokens_per_s_cached']:.0f} tok/s, "
-          f"naive {row['tokens_per_s_naive']:.0f} tok/s, speedup {row['speedup']:.1f}x")
+          f"naive {row['tokens_per_s_naive']:.0f} tok/s, speedup {row['speedup']:.1f}x, "
+          f"peak memory {row['peak_memory']}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 Runs the real pipeline (prefetch thread included) and the trainer's own compiled step. "input wait"
 is the share of wall time the loop spends getting the next batch and placing it on the devices;
 the device works asynchronously meanwhile, so a share near 0 means input is not the bottleneck.
+"peak memory" is the peak so far (``jaxgen.timing.peak_memory``: device memory on an accelerator,
+the process's RSS on a CPU; never reset, so with several configs it is the largest so far). "CPU ms"
+is the process's CPU time per step (every thread's, the input thread's too): on a machine shared
+with other jobs it varies less than the wall time.
 Steps of a millisecond (the digits VAE, 2-D flows) need ~2000 steps for a stable figure.
 Two-stage configs (``vqvae_prior``, ``latent_diffusion``) whose stage-1 workdir does not exist get
 a stage-1 run of one step in a temporary directory (speed does not depend on the weights); the DBN
@@ -17,6 +21,7 @@ measures its first layer's step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -27,6 +32,7 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
 from jaxgen import config_defaults, parallel, train  # noqa: E402
+from jaxgen.timing import peak_memory  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 #: The default rows: every family's default config on its embedded data.
@@ -49,9 +55,18 @@ def provide_stage_one(config, tmpdir: str) -> None:
       config.model[field] = workdir
 
 
-def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+@contextlib.contextmanager
+def trainer_step(config_path: str, overrides: list[str], horizon: int):
+  """The trainer's compiled step of a config, ready to time: yields ``(run, info)``.
+
+  ``run(steps, warmup) -> dict`` times ``steps`` steps after ``warmup`` untimed ones on the real
+  input pipeline (wall ms and the process's CPU ms per step, every thread's), continuing the same
+  state and batch stream on every call (so a caller can alternate it with another benchmark);
+  ``info`` holds the config's family, data, batch, compile seconds, data spec and parameter count.
+  ``horizon``: ``train.steps`` (the schedules' length).
+  """
   config = config_defaults.load(config_path, overrides)
-  config.train.steps = warmup + steps + 1
+  config.train.steps = horizon
   with tempfile.TemporaryDirectory() as workdir:
     provide_stage_one(config, workdir)
     workdir = os.path.join(workdir, "run")
@@ -65,27 +80,43 @@ def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> 
     compiled = step.lower(ts, batch0).compile()
     compile_s = time.perf_counter() - t
     batches = exp.data.iterate_train(0, transform=lambda b: parallel.global_batch(b, exp.mesh))
-    wait, previous = 0.0, None
-    for i in range(warmup + steps):
-      if i == warmup:
-        jax.block_until_ready(ts)
-        wait, t0 = 0.0, time.perf_counter()
-      t = time.perf_counter()
-      _, batch = next(batches)
-      wait += time.perf_counter() - t
-      ts, metrics = compiled(ts, batch)
-      # As the trainer (which checks each step's loss one step late): at most two steps in flight.
-      # Unbounded queues of sharded steps deadlock XLA:CPU's in-process collectives with several
-      # CPU devices (README, "--cpu_devices").
-      jax.block_until_ready(previous)
-      previous = metrics
-    jax.block_until_ready((ts, metrics))
-    total = time.perf_counter() - t0
-    batches.close()
-  return {"config": config_path, "family": config.model.family, "data": config.data.name,
-          "batch": config.train.batch_size, "compile_s": compile_s, "steps_per_s": steps / total,
-          "ms_per_step": 1000 * total / steps, "examples_per_s": steps * config.train.batch_size / total,
-          "input_wait_share": wait / total}
+    current = {"ts": ts}
+
+    def run(steps: int, warmup: int) -> dict:
+      ts, wait, previous, t0, cpu0 = current["ts"], 0.0, None, time.perf_counter(), time.process_time()
+      for i in range(warmup + steps):
+        if i == warmup:
+          jax.block_until_ready(ts)
+          wait, t0, cpu0 = 0.0, time.perf_counter(), time.process_time()
+        t = time.perf_counter()
+        _, batch = next(batches)
+        wait += time.perf_counter() - t
+        ts, metrics = compiled(ts, batch)
+        # As the trainer (which checks each step's loss one step late): at most two steps in flight.
+        # Unbounded queues of sharded steps deadlock XLA:CPU's in-process collectives with several
+        # CPU devices (README, "--cpu_devices").
+        jax.block_until_ready(previous)
+        previous = metrics
+      jax.block_until_ready((ts, metrics))
+      total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+      current["ts"] = ts
+      return {"steps_per_s": steps / total, "ms_per_step": 1000 * total / steps,
+              "cpu_ms_per_step": 1000 * cpu / steps,
+              "examples_per_s": steps * config.train.batch_size / total, "input_wait_share": wait / total}
+
+    info = {"config": config_path, "family": config.model.family, "data": config.data.name, "spec": exp.data.spec,
+            "batch": config.train.batch_size, "compile_s": compile_s,
+            "params": sum(x.size for x in jax.tree.leaves(ts.params))}
+    try:
+      yield run, info
+    finally:
+      batches.close()
+
+
+def measure(config_path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+  """One timing of ``steps`` steps after ``warmup`` (``trainer_step``'s ``info`` and ``run`` fields)."""
+  with trainer_step(config_path, overrides, warmup + steps + 1) as (run, info):
+    return {**info, **run(steps, warmup)}
 
 
 def main():
@@ -100,12 +131,14 @@ def main():
   if args.cpu_devices:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}")
-  header = f"{'config':28s} {'batch':>5s} {'compile s':>9s} {'steps/s':>8s} {'ms/step':>8s} {'examples/s':>10s} {'input wait':>10s}"
+  header = (f"{'config':28s} {'batch':>5s} {'compile s':>9s} {'steps/s':>8s} {'ms/step':>8s} {'CPU ms':>8s} "
+            f"{'examples/s':>10s} {'input wait':>10s} {'peak memory':>14s}")
   print(header)
   for path in args.configs or [os.path.relpath(os.path.join(CONFIGS, f"{name}.py")) for name in ALL_CONFIGS]:
     r = measure(path, args.steps, args.warmup, args.set)
     print(f"{r['config']:28s} {r['batch']:5d} {r['compile_s']:9.2f} {r['steps_per_s']:8.1f} {r['ms_per_step']:8.2f} "
-          f"{r['examples_per_s']:10.0f} {100 * r['input_wait_share']:9.1f}%", flush=True)
+          f"{r['cpu_ms_per_step']:8.2f} "
+          f"{r['examples_per_s']:10.0f} {100 * r['input_wait_share']:9.1f}% {peak_memory():>14s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The reference point is nanoGPT's CPU "baby GPT" (4 layers, 4 heads, width 128, c
 batch 12, no dropout, AdamW): about 45-50 ms per step on a 2-core CPU; the target is < 40 ms.
 A step is the family's loss, its gradient and the AdamW update (with gradient clipping), jitted
 with the state donated, on batches from the embedded ``text/pystdlib`` corpus; the time is the
-median over timed steps after compilation and warm-up.
+median over timed steps after compilation and warm-up, printed with the peak memory
+(``jaxgen.timing.peak_memory``).
 
 python experiments/benchmarks/transformer_step.py [--steps=N] [--eval_after=2000] [--cpu_devices=2]
 ``--eval_after=N`` also trains N steps and prints the held-out loss (nats and bits per character).
@@ -26,6 +27,7 @@ import numpy as np
 
 from jaxgen import config_defaults, families, optim, parallel
 from jaxgen.data import text
+from jaxgen.timing import peak_memory
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "transformer.py"
 
@@ -88,6 +90,7 @@ def run(quick: bool = False, steps: int = 0, eval_after: int = 0) -> list[dict]:
     val = float(np.mean([nll(params, jnp.asarray(test_x[i:i + 256]))
                          for i in range(0, len(test_x) - 255, 256)]))
     row.update(train_steps=eval_after, val_nats_per_char=val, val_bits_per_char=val / math.log(2))
+  row["peak_memory"] = peak_memory()
   return [row]
 
 

@@ -1,24 +1,41 @@
 """jaxgen's training step against its PyTorch equivalent, timed in the same run (issue 16).
 
   pip install -e ".[bench]"          # PyTorch (CPU), only for this benchmark
-  python experiments/benchmarks/vs_pytorch.py [--steps=5] [--rounds=2]
+  python experiments/benchmarks/vs_pytorch.py [--only=dcgan,transformer,vae] [--steps=N] [--rounds=3]
+  python experiments/benchmarks/vs_pytorch.py --only=transformer,vae --torch_threads=1 --rounds=5
 
-DCGAN at 64x64x3 (Radford et al. 2016; the PyTorch reference is pytorch/examples' ``dcgan``:
-``nz = 100``, ``ngf = ndf = 64``, batch 64, BCE, Adam(2e-4, b1 = 0.5), one D and one G step,
-6.3M parameters) against jaxgen's ``gan`` family through its trainer's compiled step on a 64x64x3
-``arrays:`` data set with ``model.width=32`` (6.4M parameters: jaxgen's DCGAN has a 3x3 first
-discriminator layer and output layer, so the widths that match the parameter count differ).
-Both use every core (PyTorch: ``torch.get_num_threads()``; XLA:CPU: its own thread pool). The two
-are timed alternately, ``--rounds`` rounds of ``--steps`` steps after a warm-up each, and the best
-round of each is kept; the ratio ``PyTorch ms / jaxgen ms`` is the figure (> 1: jaxgen is faster).
-Peak RSS of the process is printed at the end (both frameworks live in it).
+Each section times jaxgen's trainer step (``train_throughput.trainer_step``: the compiled step of
+``python -m jaxgen.main --config=...`` on one device, on its real input pipeline, EMA and metrics
+included) and a PyTorch step written to do the same work (same layers, sizes, batch, optimizer;
+XLA:CPU on its own pool of every core). The two are timed alternately, ``--rounds`` rounds of
+``--steps`` steps after a warm-up each, and the best round of each is kept. PyTorch is timed at
+each of ``--torch_threads`` intra-op thread counts (default: its own default, every core, and 1:
+on a machine shared with other jobs its OpenMP threads can stall at every barrier, tens of times
+slower than one thread), and the ratio is ``fastest PyTorch ms / jaxgen ms`` (> 1: jaxgen is
+faster). Beside it, the CPU ratio: the process CPU time per step (every thread's) of that PyTorch
+setting over jaxgen's, a figure the machine's other jobs disturb less than wall time (spinning
+thread pools count in it). Both parameter counts and the peak memory
+(``jaxgen.timing.peak_memory``; both frameworks live in the process) are printed.
+
+* ``dcgan``: pytorch/examples' ``dcgan`` at 64x64x3 (Radford et al. 2016: ``nz = 100``, ``ngf =
+  ndf = 64``, batch 64, BCE, Adam(2e-4, b1 = 0.5), one D and one G step, 6.3M parameters) against
+  jaxgen's ``gan`` family on a 64x64x3 ``arrays:`` data set with ``model.width=32`` (6.4M
+  parameters: jaxgen's DCGAN has a 3x3 first discriminator layer and output layer, so the widths
+  that match the parameter count differ).
+* ``transformer``: ``configs/transformer.py`` (nanoGPT's CPU "baby GPT": 4 pre-LayerNorm blocks, 4
+  heads, width 128, MLP 512 with tanh-GELU, biases, learned positions, head tied to the token
+  embedding of ``V + 1`` rows, context 64, batch 12, no dropout; AdamW(b2 = 0.99, weight decay 0.1
+  on matrices only) with warm-up + cosine learning rate and global-norm clipping at 1) as a
+  nanoGPT-style PyTorch module with ``scaled_dot_product_attention(is_causal=True)``.
+* ``vae``: ``configs/vae.py`` (MLP VAE on the 8x8 digits: encoder 64-256-256-32, decoder
+  16-256-256-64, ReLU, Bernoulli decoder on dynamically binarized pixels, one reparameterised
+  sample, batch 64, Adam(1e-3), parameter EMA 0.999 as jaxgen's trainer keeps).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -27,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from experiments.benchmarks import train_throughput  # noqa: E402
+from jaxgen.timing import peak_memory  # noqa: E402
 
 CONFIGS = train_throughput.CONFIGS
 
@@ -81,36 +99,198 @@ def jaxgen_dcgan(batch: int, tmpdir: str) -> tuple[str, list[str]]:
       "train.progress_bar=False", "eval.metrics=heldout"]
 
 
-def time_torch(step, steps: int) -> float:
-  step()  # warm-up
-  start = time.perf_counter()
+def torch_transformer_step(vocab: int, seq_len: int, batch: int, horizon: int):
+  """A nanoGPT-style PyTorch equivalent of ``configs/transformer.py``'s model and optimizer:
+  returns ``(step(), parameter count)``."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn
+  from torch.nn import functional as F
+
+  width, heads, layers = 128, 4, 4
+
+  class Block(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.ln1, self.ln2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+      self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+      self.fc, self.proj = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+    def forward(self, x):
+      b, t, _ = x.shape
+      q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+      a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+      x = x + self.out(a.transpose(1, 2).reshape(b, t, width))
+      return x + self.proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+  class GPT(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Parameter(0.02 * torch.randn(vocab + 1, width))  # row `vocab` is BOS
+      self.pos = nn.Parameter(0.02 * torch.randn(seq_len, width))
+      self.blocks = nn.ModuleList(Block() for _ in range(layers))
+      self.ln_f = nn.LayerNorm(width, eps=1e-6)
+
+    def forward(self, tokens):
+      x = self.embed[tokens] + self.pos[:tokens.shape[1]]
+      for block in self.blocks:
+        x = block(x)
+      return self.ln_f(x) @ self.embed[:vocab].T  # tied head
+
+  model = GPT()
+  decay = [p for p in model.parameters() if p.dim() >= 2]
+  no_decay = [p for p in model.parameters() if p.dim() < 2]
+  opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=0.0, betas=(0.9, 0.99), eps=1e-8)
+  bos = torch.full((batch, 1), vocab, dtype=torch.long)
+  count = {"step": 0}
+
+  def learning_rate(step):  # optax.warmup_cosine_decay_schedule(0, 1e-3, 100, horizon, 1e-4)
+    if step < 100:
+      return 1e-3 * step / 100
+    frac = min(1.0, (step - 100) / max(horizon - 100, 1))
+    return 1e-4 + (1e-3 - 1e-4) * 0.5 * (1 + np.cos(np.pi * frac))
+
+  def step():
+    x = torch.randint(0, vocab, (batch, seq_len))
+    for group in opt.param_groups:
+      group["lr"] = learning_rate(count["step"])
+    logits = model(torch.cat([bos, x[:, :-1]], dim=1))
+    loss = F.cross_entropy(logits.reshape(-1, vocab), x.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    count["step"] += 1
+    return float(loss.detach())
+
+  return step, sum(p.numel() for p in model.parameters())
+
+
+def torch_vae_step(batch: int, dims: int = 64, hidden: int = 256, latent: int = 16, ema_decay: float = 0.999):
+  """A PyTorch equivalent of ``configs/vae.py``'s step: returns ``(step(), parameter count)``."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn
+  from torch.nn import functional as F
+
+  encoder = nn.Sequential(nn.Linear(dims, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 2 * latent))
+  decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, dims))
+  params = [*encoder.parameters(), *decoder.parameters()]
+  opt = torch.optim.Adam(params, lr=1e-3)
+  ema = [p.detach().clone() for p in params]
+  intensities = torch.rand(1797, dims)  # the digits' size; [0, 1] intensities
+  count = {"step": 0}
+
+  def step():
+    x = torch.bernoulli(intensities[torch.randint(0, len(intensities), (batch,))])  # dynamic binarization
+    mean, log_std = encoder(x).chunk(2, dim=-1)
+    log_std = log_std.clamp(-10.0, 5.0)
+    z = mean + log_std.exp() * torch.randn_like(mean)
+    rec = -F.binary_cross_entropy_with_logits(decoder(z), x, reduction="none").sum(-1)
+    kl = 0.5 * (mean**2 + (2 * log_std).exp() - 1) - log_std  # [B, L]
+    loss = -rec.mean() + kl.mean(0).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    t = count["step"]
+    decay = min(ema_decay, (1.0 + t) / (10.0 + t))  # jaxgen's EMA warm-up
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, params, 1.0 - decay)
+    count["step"] += 1
+    return float(loss.detach())
+
+  return step, sum(p.numel() for p in params)
+
+
+def time_torch(step, steps: int, warmup: int) -> tuple[float, float]:
+  """``(wall ms, process CPU ms)`` per step of ``steps`` calls of ``step`` after ``warmup``."""
+  for _ in range(warmup):
+    step()
+  start, cpu = time.perf_counter(), time.process_time()
   for _ in range(steps):
     step()
-  return 1e3 * (time.perf_counter() - start) / steps
+  return 1e3 * (time.perf_counter() - start) / steps, 1e3 * (time.process_time() - cpu) / steps
+
+
+#: section -> (label, default timed steps per round).
+SECTIONS = {"dcgan": ("DCGAN 64x64x3 b64", 5), "transformer": ("transformer 4L/128w b12", 100),
+            "vae": ("MLP VAE digits b64", 1000)}
+
+
+def section(name: str, steps: int, rounds: int, threads: list[int], tmpdir: str) -> dict:
+  """Alternating rounds of one section: each round times PyTorch at each of ``threads`` (intra-op
+  threads), then jaxgen. Returns ``{"label", "torch_ms": {threads: best ms}, "jaxgen_ms", params...}``."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  warmup = max(1, steps // 10)
+  horizon = rounds * (steps + warmup) + 1
+  if name == "dcgan":
+    config, overrides = jaxgen_dcgan(64, tmpdir)
+  else:
+    config, overrides = os.path.join(CONFIGS, f"{name}.py"), ["train.progress_bar=False"]
+  torch_ms, jaxgen_ms = {n: [] for n in threads}, []
+  torch_cpu, jaxgen_cpu = {n: [] for n in threads}, []
+  with train_throughput.trainer_step(config, overrides, horizon) as (run, info):
+    if name == "dcgan":
+      step, torch_params = torch_dcgan_step(info["batch"])
+    elif name == "transformer":
+      step, torch_params = torch_transformer_step(info["spec"].levels, info["spec"].shape[0], info["batch"], horizon)
+    else:
+      step, torch_params = torch_vae_step(info["batch"])
+    default_threads = torch.get_num_threads()
+    for _ in range(rounds):
+      for n in threads:
+        torch.set_num_threads(n)
+        wall, cpu = time_torch(step, steps, warmup)
+        torch_ms[n].append(wall)
+        torch_cpu[n].append(cpu)
+      torch.set_num_threads(default_threads)
+      timing = run(steps, warmup)
+      jaxgen_ms.append(timing["ms_per_step"])
+      jaxgen_cpu.append(timing["cpu_ms_per_step"])
+      cells = ", ".join(f"torch({n} threads) {torch_ms[n][-1]:.2f} ms (CPU {torch_cpu[n][-1]:.2f})" for n in threads)
+      print(f"  {name} round: {cells}, jaxgen {jaxgen_ms[-1]:.2f} ms (CPU {jaxgen_cpu[-1]:.2f}); "
+            f"load {os.getloadavg()[0]:.1f}", flush=True)
+  return {"label": SECTIONS[name][0], "torch_ms": {n: min(t) for n, t in torch_ms.items()},
+          "jaxgen_ms": min(jaxgen_ms), "torch_cpu": {n: min(t) for n, t in torch_cpu.items()},
+          "jaxgen_cpu": min(jaxgen_cpu), "torch_params": torch_params, "jaxgen_params": info["params"],
+          "memory": peak_memory()}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-  parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
-  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
+  parser.add_argument("--steps", type=int, default=0, help="timed steps per round (0: each section's default)")
+  parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each is kept")
+  parser.add_argument("--torch_threads", default="",
+                      help="comma-separated PyTorch thread counts timed in each round (default: torch's own "
+                           "default, every core, and 1); the ratio is against the fastest")
   args = parser.parse_args()
   import torch  # pylint: disable=import-outside-toplevel
 
-  print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-  step, torch_params = torch_dcgan_step(args.batch)
-  times = {"torch": [], "jaxgen": []}
+  names = [n for n in args.only.split(",") if n]
+  unknown = sorted(set(names) - set(SECTIONS))
+  if unknown:
+    parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+  threads = [int(n) for n in args.torch_threads.split(",") if n] or sorted({torch.get_num_threads(), 1}, reverse=True)
+  print(f"torch {torch.__version__} (default {torch.get_num_threads()} threads); jaxgen on one XLA:CPU device; "
+        f"load average {os.getloadavg()[0]:.1f}")
+  rows = []
   with tempfile.TemporaryDirectory() as tmpdir:
-    config, overrides = jaxgen_dcgan(args.batch, tmpdir)
-    for _ in range(args.rounds):
-      times["torch"].append(time_torch(step, args.steps))
-      times["jaxgen"].append(train_throughput.measure(config, args.steps, 1, overrides)["ms_per_step"])
-      print(f"round: torch {times['torch'][-1]:.0f} ms, jaxgen {times['jaxgen'][-1]:.0f} ms", flush=True)
-  torch_ms, jax_ms = min(times["torch"]), min(times["jaxgen"])
-  print(f"{'model':24s} {'PyTorch ms':>10s} {'jaxgen ms':>10s} {'ratio':>6s}")
-  print(f"{'DCGAN 64x64x3 b' + str(args.batch):24s} {torch_ms:10.0f} {jax_ms:10.0f} {torch_ms / jax_ms:5.2f}x"
-        f"   (PyTorch {torch_params / 1e6:.2f}M params)")
-  print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    for name in names:
+      rows.append(section(name, args.steps or SECTIONS[name][1], args.rounds, threads, tmpdir))
+  torch_cols = " ".join(f"{f'PyTorch {n}t ms':>13s}" for n in threads)
+  print(f"{'model':24s} {torch_cols} {'jaxgen ms':>10s} {'ratio':>6s} {'CPU ratio':>9s} {'params torch / jaxgen':>22s} "
+        f"{'peak memory':>14s}")
+  for r in rows:
+    best = min(r["torch_ms"], key=r["torch_ms"].get)
+    params = f"{r['torch_params'] / 1e6:.3f}M / {r['jaxgen_params'] / 1e6:.3f}M"
+    cells = " ".join(f"{r['torch_ms'][n]:13.2f}" for n in threads)
+    print(f"{r['label']:24s} {cells} {r['jaxgen_ms']:10.2f} {r['torch_ms'][best] / r['jaxgen_ms']:5.2f}x "
+          f"{r['torch_cpu'][best] / r['jaxgen_cpu']:8.2f}x {params:>22s} {r['memory']:>14s}")
+  print("ratio = fastest PyTorch ms / jaxgen ms (> 1: jaxgen is faster); CPU ratio = the same PyTorch setting's "
+        f"process CPU ms per step / jaxgen's (less sensitive to other jobs); load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
