@@ -80,3 +80,12 @@ def mount_point(tmp_path):
   subprocess.run(["umount", str(target)], check=True)
   yield target
   subprocess.run(["umount", str(target)], capture_output=True)
+
+
+# SGD, not Adam: Adam divides each gradient by its own magnitude, so for parameters whose true gradient
+# is zero (biases in front of BatchNorm) it turns summation-order noise of 1e-9 into steps of size lr.
+# Two steps: 4 devices agree with 1 to 6e-8 after them; a third amplified the summation-order noise
+# to 1.4e-4 in one discriminator kernel once the generator's ConvTranspose took its sub-pixel form
+# (the GAN's leaky ReLUs are not smooth at 0; with flax's layer it stayed at 2e-7).
+GAN_SGD = {"train.steps": 2, "optim.gen.name": "sgd", "optim.disc.name": "sgd",
+           "optim.gen.learning_rate": 0.05, "optim.disc.learning_rate": 0.05}

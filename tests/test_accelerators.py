@@ -20,7 +20,7 @@ from jaxgen.nn.attention import CausalSelfAttention
 from jaxgen.nn.unet import UNet
 
 # A tiny char transformer trained by SGD: Adam would turn float-summation noise in a near-zero
-# gradient into a full-size step (see test_cli.SGD), hiding what these tests compare.
+# gradient into a full-size step (see conftest.GAN_SGD), hiding what these tests compare.
 TINY_GPT = {"model.num_layers": 1, "model.num_heads": 2, "model.width": 16, "data.seq_len": 16,
             "train.batch_size": 8, "train.ema_decay": 0.0, "optim.model.name": "sgd",
             "optim.model.schedule": "constant", "optim.model.learning_rate": 0.5}

@@ -69,7 +69,7 @@ def test_cpu_forced_by_jax_platforms_decides_despite_a_plugin():
   assert cpu_devices.choose(_config(), cores=2, platforms="cpu", plugins=("cuda12",)).devices == 2
 
 
-# A tiny transformer under SGD (as tests/test_cli.py's two-device test), 3 steps with a checkpoint
+# A tiny transformer under SGD (as tests/test_multi_device.py's two-device test), 3 steps with a checkpoint
 # between them; only the held-out evaluator (no sampling) to keep the run short.
 TINY_TRANSFORMER = [
     "train.steps=3", "train.batch_size=16", "train.checkpoint_every=2", "train.log_every=1",
