@@ -3,8 +3,11 @@ family, rows that ran did not fail, and the time guard skips what would start af
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+
+import pytest
 
 from conftest import ROOT
 from jaxgen.families import FAMILIES
@@ -27,3 +30,16 @@ def test_dry_run_prints_one_row_per_family_within_its_budget():
   assert ran and all("lowered in" in cells[2] for cells in ran), proc.stdout  # lowered, never "error:"
   assert by_name["fid_10k"] == [["skipped: time budget (6 s) spent"]], proc.stdout  # started after the budget
   assert "total" in proc.stdout.splitlines()[-1]
+
+
+def test_sections_runs_only_the_parts_named(capsys):
+  """``--sections=fid_10k``: the FID row alone, no family row (what an XLA-flag comparison of one row uses)."""
+  spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "experiments", "benchmarks",
+                                                                          "gpu_check.py"))
+  gpu_check = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(gpu_check)
+  gpu_check.main(["--dry_run", "--sections=fid_10k"])
+  rows = [line.split(" | ")[0].strip("| ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+  assert [r for r in rows if r not in ("family", "section", "---")] == ["fid_10k"]
+  with pytest.raises(SystemExit):
+    gpu_check.main(["--dry_run", "--sections=fid"])

@@ -51,6 +51,8 @@ PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200"
              ("L4", 121e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v4", 275e12))
 #: Two-stage families train on the workdir of another family's run: (config field, that family).
 STAGE_ONE = {"latent_diffusion": ("model.autoencoder_workdir", "vae"), "vqvae_prior": ("model.vqvae_workdir", "vqvae")}
+GPT2, UNET, FID = "gpt2_small", "unet_cifar", "fid_10k"
+SECTIONS = ("families", GPT2, UNET, FID)  # --sections: the check's parts, in the order they run
 STAGE_ONE_OF = {stage_one for _, stage_one in STAGE_ONE.values()}  # the families whose run a later one loads
 
 
@@ -258,7 +260,12 @@ def main(argv=None) -> None:
   parser.add_argument("--reserve", type=float, default=130.0,
                       help="seconds of the budget the family rows leave to the large models")
   parser.add_argument("--families", default="", help="comma-separated subset (default: every registered family)")
+  parser.add_argument("--sections", default=",".join(SECTIONS),
+                      help=f"comma-separated subset of {','.join(SECTIONS)} (e.g. gpt2_small to compare XLA flags)")
   args = parser.parse_args(argv)
+  sections = set(args.sections.split(","))
+  if sections - set(SECTIONS):
+    parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; choose from {','.join(SECTIONS)}")
   if args.dry_run:
     args.steps, args.big_steps, args.gpt_batch, args.unet_batch = 1, 2, 4, 4
   budget = Budget(args.time_budget)
@@ -273,6 +280,8 @@ def main(argv=None) -> None:
   common = {"train.progress_bar": False, "eval.metrics": (), "train.checkpoint_every": 0, "train.log_every": 0}
   with tempfile.TemporaryDirectory() as root:
     workdirs: dict[str, str] = {}
+    if "families" not in sections:
+      names = []
     say(f"\n## families: {args.steps} timed steps after the first (compile) step\n")
     say("| family | data | batch | compile s | ms/step | peak memory |")
     say("| --- | --- | --- | --- | --- | --- |")
@@ -282,9 +291,11 @@ def main(argv=None) -> None:
     say("\n## large models\n")
     say("| section | size | compile | step | throughput | ... | peak memory |")
     say("| --- | --- | --- | --- | --- | --- | --- |")
-    run_section(budget, "gpt2_small", lambda: gpt2_small(args, root), min_left=60)
-    run_section(budget, "unet_cifar", lambda: unet_cifar(args, root), min_left=45)
-    run_section(budget, "fid_10k", lambda: fid(args), min_left=10)
+    for name, fn, min_left in ((GPT2, gpt2_small, 60), (UNET, unet_cifar, 45)):
+      if name in sections:
+        run_section(budget, name, lambda fn=fn: fn(args, root), min_left=min_left)
+    if FID in sections:
+      run_section(budget, FID, lambda: fid(args), min_left=10)
   say(f"\ntotal {time.perf_counter() - budget.start:.0f} s")
 
 
