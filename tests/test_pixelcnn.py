@@ -188,6 +188,20 @@ def test_sampling_compiles_once_and_greedy_matches_slow_loop():
   np.testing.assert_array_equal(raw, canvas)
 
 
+def test_controls_set_after_construction_apply_at_the_next_trace():
+  """A temperature sweep over one restored model (experiments/temperature.py) sets config.sample
+  after the family is built: the next traced sampler uses it, exactly as a family built with it."""
+  fam = _family("softmax", shape=(3, 3, 1), levels=7)
+  batch, _ = pixel_batch(fam)
+  params, state = compiled_init(fam, 0, batch)
+  draw = lambda f: np.asarray(jax.jit(lambda p, k: f.sample(p, state, k, 4))(params, jax.random.key(3)))
+  at_one = draw(fam)
+  fam.config.sample.temperature = 0.0
+  greedy = draw(fam)
+  np.testing.assert_array_equal(greedy, draw(_family("softmax", shape=(3, 3, 1), levels=7, temperature=0.0)))
+  assert not np.array_equal(greedy, at_one)
+
+
 def test_mixture_sampling_follows_level_probabilities():
   """With top_k=1 the mixture sampler returns the most probable level of each conditional."""
   fam = _family("logistic_mixture", shape=(1, 2, 3), levels=17, top_k=1)

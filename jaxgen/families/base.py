@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxgen import sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.registry import Registry
@@ -102,6 +103,13 @@ class Family(abc.ABC):
   def compute_dtype(self) -> jnp.dtype:
     """``train.compute_dtype`` as a dtype: what the networks' forward pass computes in."""
     return jnp.dtype(self.config.train.get("compute_dtype", "float32"))
+
+  def sampling_controls(self) -> dict[str, Any]:
+    """``temperature``, ``top_k``, ``top_p`` of ``config.sample`` for :func:`jaxgen.sampling.sample_logits`,
+    read each time a sampler is traced: a sampler traced after ``config.sample`` changes uses the
+    new values (what a temperature sweep over one restored model does). Families call it once at
+    construction too, so bad controls fail before any training."""
+    return sampling.controls_from_config(self.config.sample)
 
   def condition_classes(self) -> int:
     """Classes to condition on: ``spec.num_classes`` when ``config.model.conditional`` is set, else 0.

@@ -149,7 +149,7 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
                         features=int(m.features), num_blocks=int(m.num_blocks),
                         kernel_size=int(m.kernel_size), first_kernel_size=int(m.first_kernel_size),
                         head_features=int(m.head_features), num_classes=num_classes)
-    self.controls = sampling.controls_from_config(config.sample)
+    self.sampling_controls()  # bad controls fail here
     self.cached_sampling = bool(config.sample.cache)
 
   # --- model space <-> raw levels --------------------------------------------------------------
@@ -216,7 +216,7 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
     cache = self.cached_sampling if cache is None else cache
 
     def draw(n, logits):
-      return sampling.sample_logits(jax.random.fold_in(rng, n), logits, **self.controls)
+      return sampling.sample_logits(jax.random.fold_in(rng, n), logits, **self.sampling_controls())
 
     if cache:
       return pixelcnn_cache.generate(

@@ -110,4 +110,4 @@ class PixelRNNFamily(PixelCNNFamily):
                         features=int(m.features), num_layers=int(m.num_layers),
                         first_kernel_size=int(m.first_kernel_size), row_kernel_size=int(m.row_kernel_size),
                         head_features=int(m.head_features), num_classes=self.condition_classes())
-    self.controls = sampling.controls_from_config(config.sample)
+    self.sampling_controls()  # bad controls fail here

@@ -229,7 +229,7 @@ class TransformerFamily(Family):
 
   def sample(self, params: Params, state: State, rng: jax.Array, num: int) -> jax.Array:
     """``num`` unconditional sequences int32 ``[num, T]`` (cached generation)."""
-    return self.generate(params, rng, num, **sampling.controls_from_config(self.config.sample))
+    return self.generate(params, rng, num, **self.sampling_controls())
 
   def generate(self, params: Params, rng: jax.Array, num: int, *, length: int | None = None,
                cached: bool = True, temperature=1.0, top_k: int = 0, top_p=1.0) -> jax.Array:

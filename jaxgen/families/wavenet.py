@@ -172,7 +172,7 @@ class WaveNetFamily(MaximumLikelihoodFamily):
     self.net = WaveNet(vocab=spec.levels, residual_channels=int(m.residual_channels),
                        dilation_channels=int(m.dilation_channels), skip_channels=int(m.skip_channels),
                        kernel_size=int(m.kernel_size), dilations=dilations, num_classes=num_classes)
-    self.controls = sampling.controls_from_config(config.sample)
+    self.sampling_controls()  # bad controls fail here
 
   def _label(self, batch):
     return batch["label"] if self.net.num_classes else None
@@ -193,7 +193,7 @@ class WaveNetFamily(MaximumLikelihoodFamily):
   def generate(self, params, rng: jax.Array, labels: jax.Array | None, num: int, length: int,
                naive: bool = False) -> jax.Array:
     """``num`` token sequences ``int32 [num, length]``, fast (queues) or naive (windowed) steps."""
-    net, controls, p = self.net, self.controls, params["model"]
+    net, controls, p = self.net, self.sampling_controls(), params["model"]
     times = jnp.arange(length)
     if naive:
       def naive_step(canvas, t):
