@@ -31,10 +31,10 @@ Columns (mean ± std (ddof=1) over the seeds that finished):
 * train s: the point's wall time (start-up, training and its evaluation), steps/s: the trainer's
   median rate; unstable: runs that failed (diverged: a non-finite loss stops the trainer) or collapsed.
 
-Wall time at full size on the 2-core CPU of this project: not run (no CPU to spare). Estimated in
-docs/results.md from the per-step times of docs/benchmarks.md and the quick runs: about 2 hours for
-15 families x 3 seeds on a quiet machine (3-5x at a load of 10), plus flow_matching's exact ODE
-likelihood of the test split; ``--seeds=2`` or ``--train_steps=1000`` cuts a third to a half.
+Wall time at full size on the 2-core CPU of this project, with ``--train_steps=1000`` (each
+config's 2000-5000 steps would not fit): about 40 minutes of points on a quiet machine (10-150 s a
+point; flow_matching's exact ODE likelihood of the test split makes its points the slowest, and
+load multiplies them: 855-4982 s at load ~15), then 768 s of scoring (docs/results.md).
 """
 
 from __future__ import annotations
