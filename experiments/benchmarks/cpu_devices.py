@@ -36,8 +36,7 @@ DEFAULT_ROWS = {"transformer": 10, "gan": 5, "vae": 50, "pixelcnn": 5, "realnvp"
 
 def compiled_run(name: str, devices: int, steps: int, tmpdir: str) -> list:
   """``[compiled step, state, batches]`` of ``configs/<name>.py`` on a mesh of the first ``devices``."""
-  parallel.make_mesh = lambda: jax.make_mesh((devices,), (parallel.DATA_AXIS,), devices=jax.devices()[:devices],
-                                             axis_types=(jax.sharding.AxisType.Auto,))
+  train_throughput.use_devices(devices)
   config = config_defaults.load(os.path.join(train_throughput.CONFIGS, f"{name}.py"), [])
   train_throughput.provide_stage_one(config, tmpdir)
   exp = train.setup(config, os.path.join(tmpdir, f"{name}_{devices}"))

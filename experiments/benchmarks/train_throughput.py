@@ -43,6 +43,14 @@ ALL_CONFIGS = ("gan", "sngan", "wgan", "vae", "vae_conv", "vqvae", "vqvae_prior"
 STAGE_ONE = {"vqvae_workdir": "vqvae", "autoencoder_workdir": "vae"}
 
 
+def use_devices(devices: int) -> None:
+  """Every mesh jaxgen builds from now on (``parallel.make_mesh``: the trainer's, the evaluators')
+  spans the first ``devices`` devices of this process: how one process times a step on 1 and on N
+  of its devices (a benchmark's switch; the trainer itself always uses every device)."""
+  parallel.make_mesh = lambda: jax.make_mesh((devices,), (parallel.DATA_AXIS,), devices=jax.devices()[:devices],
+                                             axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def provide_stage_one(config, tmpdir: str) -> None:
   """Points a two-stage ``config``'s stage-1 workdir field at a one-step stage-1 run in ``tmpdir``
   when the named workdir does not exist (benchmarks only: the weights do not matter)."""

@@ -3,10 +3,12 @@
   pip install -e ".[bench]"          # PyTorch (CPU), only for this benchmark
   python experiments/benchmarks/vs_pytorch.py [--only=dcgan,transformer,vae] [--steps=N] [--rounds=3]
   python experiments/benchmarks/vs_pytorch.py --only=transformer,vae --torch_threads=1 --rounds=5
+  python experiments/benchmarks/vs_pytorch.py --only=transformer --jax_devices=1   # jaxgen on one device
 
 Each section times jaxgen's trainer step (``train_throughput.trainer_step``: the compiled step of
-``python -m jaxgen.main --config=...`` on one device, on its real input pipeline, EMA and metrics
-included) and a PyTorch step written to do the same work (same layers, sizes, batch, optimizer;
+``python -m jaxgen.main --config=...`` on its real input pipeline, EMA and metrics included, on as
+many XLA:CPU devices as that command picks: ``--jax_devices=auto``, ``jaxgen.cpu_devices``; the
+transformer gets one per core, the others one) and a PyTorch step written to do the same work (same layers, sizes, batch, optimizer;
 XLA:CPU on its own pool of every core). The two are timed alternately, ``--rounds`` rounds of
 ``--steps`` steps after a warm-up each, and the best round of each is kept. PyTorch is timed at
 each of ``--torch_threads`` intra-op thread counts (default: its own default, every core, and 1:
@@ -40,10 +42,12 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from experiments.benchmarks import train_throughput  # noqa: E402
+from jaxgen import config_defaults, cpu_devices  # noqa: E402
 from jaxgen.timing import peak_memory  # noqa: E402
 
 CONFIGS = train_throughput.CONFIGS
@@ -218,17 +222,31 @@ SECTIONS = {"dcgan": ("DCGAN 64x64x3 b64", 5), "transformer": ("transformer 4L/1
             "vae": ("MLP VAE digits b64", 1000)}
 
 
-def section(name: str, steps: int, rounds: int, threads: list[int], tmpdir: str) -> dict:
+def jaxgen_config(name: str, tmpdir: str) -> tuple[str, list[str]]:
+  """``(config path, overrides)`` of a section's jaxgen run."""
+  if name == "dcgan":
+    return jaxgen_dcgan(64, tmpdir)
+  return os.path.join(CONFIGS, f"{name}.py"), ["train.progress_bar=False"]
+
+
+def devices_of(name: str, requested: str, tmpdir: str) -> int:
+  """The XLA:CPU devices of a section's jaxgen run: ``requested``, or for ``auto`` what
+  ``python -m jaxgen.main`` picks for its config (``jaxgen.cpu_devices.choose_here``)."""
+  if requested != "auto":
+    return int(requested)
+  return cpu_devices.choose_here(config_defaults.load(*jaxgen_config(name, tmpdir))).devices or 1
+
+
+def section(name: str, steps: int, rounds: int, threads: list[int], devices: int, tmpdir: str) -> dict:
   """Alternating rounds of one section: each round times PyTorch at each of ``threads`` (intra-op
-  threads), then jaxgen. Returns ``{"label", "torch_ms": {threads: best ms}, "jaxgen_ms", params...}``."""
+  threads), then jaxgen on ``devices`` devices. Returns ``{"label", "torch_ms": {threads: best ms},
+  "jaxgen_ms", params...}``."""
   import torch  # pylint: disable=import-outside-toplevel
 
   warmup = max(1, steps // 10)
   horizon = rounds * (steps + warmup) + 1
-  if name == "dcgan":
-    config, overrides = jaxgen_dcgan(64, tmpdir)
-  else:
-    config, overrides = os.path.join(CONFIGS, f"{name}.py"), ["train.progress_bar=False"]
+  config, overrides = jaxgen_config(name, tmpdir)
+  train_throughput.use_devices(devices)
   torch_ms, jaxgen_ms = {n: [] for n in threads}, []
   torch_cpu, jaxgen_cpu = {n: [] for n in threads}, []
   with train_throughput.trainer_step(config, overrides, horizon) as (run, info):
@@ -252,7 +270,7 @@ def section(name: str, steps: int, rounds: int, threads: list[int], tmpdir: str)
       cells = ", ".join(f"torch({n} threads) {torch_ms[n][-1]:.2f} ms (CPU {torch_cpu[n][-1]:.2f})" for n in threads)
       print(f"  {name} round: {cells}, jaxgen {jaxgen_ms[-1]:.2f} ms (CPU {jaxgen_cpu[-1]:.2f}); "
             f"load {os.getloadavg()[0]:.1f}", flush=True)
-  return {"label": SECTIONS[name][0], "torch_ms": {n: min(t) for n, t in torch_ms.items()},
+  return {"label": f"{SECTIONS[name][0]} {devices}d", "torch_ms": {n: min(t) for n, t in torch_ms.items()},
           "jaxgen_ms": min(jaxgen_ms), "torch_cpu": {n: min(t) for n, t in torch_cpu.items()},
           "jaxgen_cpu": min(jaxgen_cpu), "torch_params": torch_params, "jaxgen_params": info["params"],
           "memory": peak_memory()}
@@ -266,6 +284,9 @@ def main() -> None:
   parser.add_argument("--torch_threads", default="",
                       help="comma-separated PyTorch thread counts timed in each round (default: torch's own "
                            "default, every core, and 1); the ratio is against the fastest")
+  parser.add_argument("--jax_devices", default="auto",
+                      help="XLA:CPU devices of jaxgen's step: auto (what python -m jaxgen.main picks for the "
+                           "section's config) or a number")
   args = parser.parse_args()
   import torch  # pylint: disable=import-outside-toplevel
 
@@ -274,20 +295,22 @@ def main() -> None:
   if unknown:
     parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
   threads = [int(n) for n in args.torch_threads.split(",") if n] or sorted({torch.get_num_threads(), 1}, reverse=True)
-  print(f"torch {torch.__version__} (default {torch.get_num_threads()} threads); jaxgen on one XLA:CPU device; "
-        f"load average {os.getloadavg()[0]:.1f}")
   rows = []
   with tempfile.TemporaryDirectory() as tmpdir:
+    devices = {name: devices_of(name, args.jax_devices, tmpdir) for name in names}
+    jax.config.update("jax_num_cpu_devices", max(devices.values()))  # before any backend starts
+    print(f"torch {torch.__version__} (default {torch.get_num_threads()} threads); jaxgen's XLA:CPU devices "
+          f"{devices}; load average {os.getloadavg()[0]:.1f}")
     for name in names:
-      rows.append(section(name, args.steps or SECTIONS[name][1], args.rounds, threads, tmpdir))
+      rows.append(section(name, args.steps or SECTIONS[name][1], args.rounds, threads, devices[name], tmpdir))
   torch_cols = " ".join(f"{f'PyTorch {n}t ms':>13s}" for n in threads)
-  print(f"{'model':24s} {torch_cols} {'jaxgen ms':>10s} {'ratio':>6s} {'CPU ratio':>9s} {'params torch / jaxgen':>22s} "
+  print(f"{'model':28s} {torch_cols} {'jaxgen ms':>10s} {'ratio':>6s} {'CPU ratio':>9s} {'params torch / jaxgen':>22s} "
         f"{'peak memory':>14s}")
   for r in rows:
     best = min(r["torch_ms"], key=r["torch_ms"].get)
     params = f"{r['torch_params'] / 1e6:.3f}M / {r['jaxgen_params'] / 1e6:.3f}M"
     cells = " ".join(f"{r['torch_ms'][n]:13.2f}" for n in threads)
-    print(f"{r['label']:24s} {cells} {r['jaxgen_ms']:10.2f} {r['torch_ms'][best] / r['jaxgen_ms']:5.2f}x "
+    print(f"{r['label']:28s} {cells} {r['jaxgen_ms']:10.2f} {r['torch_ms'][best] / r['jaxgen_ms']:5.2f}x "
           f"{r['torch_cpu'][best] / r['jaxgen_cpu']:8.2f}x {params:>22s} {r['memory']:>14s}")
   print("ratio = fastest PyTorch ms / jaxgen ms (> 1: jaxgen is faster); CPU ratio = the same PyTorch setting's "
         f"process CPU ms per step / jaxgen's (less sensitive to other jobs); load average {os.getloadavg()[0]:.1f}")
