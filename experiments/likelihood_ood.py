@@ -23,7 +23,12 @@ images (``eval/per_example_nll_step_<N>.npy``).
   (Nalisnick et al. 2019, per example: the mean over 297 training images stands in for the
   entropy). Cells read "NLL / typicality", mean ± std over seeds. Constant images are the known
   failure of likelihood (smooth images get high likelihood): the table reports what was measured.
-* figure ``nll_histograms.png``: the per-example bits/dim of each set, one panel per family (seed 0).
+* blank bits/dim: the bits/dim of the blank image (every pixel at level 0, the digits' background),
+  the one constant image that looks like the data's commonest pixel: where it is below the test
+  images' bits/dim, the model finds an empty image more likely than a digit (Nalisnick et al.'s
+  failure); ``table.csv`` holds the constant image of every level (``constant_bits/<level>``);
+* figure ``nll_histograms.png``: the per-example bits/dim of each set, one panel per family (seed 0),
+  the blank image's bits/dim as a dashed line.
 
 Wall time at full size: the models are compare_families' (its estimate); scoring here is 5 x 297
 images per run, minutes for most families, longer for the diffusion bound (docs/results.md).
@@ -116,6 +121,9 @@ def score(row: dict, quick: bool) -> dict:
   typical = float(np.mean(nll_bits(saved, row["config"], train["x"], train.get("label", labels), 1)))
   out = {"test_bits_per_dim": float(np.mean(test_bits)), "test_nll_nats_mean": float(np.mean(record[record.dtype.names[0]])),
          "train_bits_per_dim": typical, "bits": {"test": test_bits}}
+  levels = np.broadcast_to(np.arange(raw.spec.levels).reshape(-1, *(1,) * (test.ndim - 1)),
+                           (raw.spec.levels, *test.shape[1:])).astype(test.dtype)
+  out["constant_bits_by_level"] = nll_bits(saved, row["config"], levels, labels[:len(levels)], 9)
   for k, (name, x) in enumerate(ood_sets(test, raw.spec.levels, row["seed"]).items()):
     bits = nll_bits(saved, row["config"], x, labels, 10 + k)
     out["bits"][name] = bits
@@ -124,16 +132,26 @@ def score(row: dict, quick: bool) -> dict:
   return out
 
 
-def figure(records: list[dict], path: str) -> str:
+def figure(records: list[dict], path: str, columns: int = 3) -> str:
+  """Per-example bits/dim of every set, one panel per family (its first seed), ``columns`` panels a
+  row; each panel's x axis ends at the 99th percentile of its values (a few OOD examples of the
+  flows reach 10^5 bits/dim and would flatten the rest)."""
   plt = _common.pyplot()
   first = [r for r in records if r["seed"] == min(x["seed"] for x in records)]
-  fig, axes = plt.subplots(1, len(first), figsize=(4 * len(first), 3.2), squeeze=False)
-  for ax, rec in zip(axes[0], first):
+  rows = -(-len(first) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+  for ax, rec in zip(axes.flat, first):
+    every = np.concatenate(list(rec["bits"].values()))
+    top = float(np.percentile(every, 99))
     for name, bits in rec["bits"].items():
-      ax.hist(bits, bins=30, alpha=0.5, label=name)
+      ax.hist(np.minimum(bits, top), bins=np.linspace(float(every.min()), top, 40), alpha=0.5, label=name)
+    ax.axvline(float(rec["constant_bits_by_level"][0]), color="k", ls="--", lw=1, label="blank image")
     ax.set_title(f"{rec['family']} ({rec['density_type']})")
     ax.set_xlabel("bits/dim (per example)")
+  for ax in list(axes.flat)[len(first):]:
+    ax.axis("off")
   axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
   return _common.save_figure(fig, path)
 
 
@@ -163,11 +181,15 @@ def main(argv) -> None:
     table.append({"family": name, "density": mine[0]["density_type"], "n": len(mine),
                   "test bits/dim": f"{_common.mean_std([r['test_bits_per_dim'] for r in mine], 4)} "
                                    f"({mine[0]['density_type']})",
+                  "blank bits/dim": _common.mean_std([float(r["constant_bits_by_level"][0]) for r in mine], 3),
                   **{s: f"{cell(f'auroc_nll/{s}')} / {cell(f'auroc_typicality/{s}')}" for s in OOD_SETS}})
   title = ("Test bits/dim and OOD AUROC (digits test vs each set; cells: NLL score / typicality score) "
            f"of {len(table)} likelihood families")
-  csv_rows = [{k: v for k, v in r.items() if k != "bits"} for r in records]
-  paths = _common.write_tables(_common.OUT.value, ["family", "density", "n", "test bits/dim", *OOD_SETS], table,
+  csv_rows = [{**{k: v for k, v in r.items() if k not in ("bits", "constant_bits_by_level")},
+               **{f"constant_bits/{level}": float(b) for level, b in enumerate(r["constant_bits_by_level"])}}
+              for r in records]
+  paths = _common.write_tables(_common.OUT.value, ["family", "density", "n", "test bits/dim", "blank bits/dim",
+                                                   *OOD_SETS], table,
                                csv_rows, _common.header(title, start))
   paths.append(figure(records, os.path.join(_common.OUT.value, "nll_histograms.png")))
   for path in paths:

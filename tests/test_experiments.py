@@ -92,6 +92,8 @@ def test_likelihood_ood_table(runs):
   aurocs = {k: float(v) for k, v in row.items() if k.startswith("auroc")}
   assert len(aurocs) == 8 and all(0.0 <= v <= 1.0 for v in aurocs.values())
   np.testing.assert_allclose(float(row["test_nll_nats_mean"]), float(row["heldout_nll_nats"]), rtol=1e-6)
+  constant = [float(row[f"constant_bits/{level}"]) for level in range(17)]  # one image per digits level
+  assert "constant_bits/17" not in row and all(np.isfinite(constant)) and min(constant) > 0
   assert (runs["ood"] / "nll_histograms.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -10,7 +10,10 @@ of the three is timed on its own: ``lax.conv_general_dilated`` jitted, and ``jax
 respect to the input or the kernel; PyTorch's ``conv2d`` and ``aten.convolution_backward`` with
 one output mask each, on 1 thread. The figure is the process CPU time per call (every thread's,
 best of 3 per round, ``--rounds`` alternating rounds): on a machine shared with other jobs it
-varies less than the wall time. A kernel gradient has the forward pass's FLOPs. Prints the peak
+varies less than the wall time. A kernel gradient has the forward pass's FLOPs. "kernel grad
+per tap" computes the same gradient as ``k * k`` matmuls, one per kernel tap, of the shifted input
+against the output gradient (checked against ``jax.vjp`` first): XLA:CPU's matmul path instead of
+its weight-gradient convolution. Prints the peak
 memory (``jaxgen.timing.peak_memory``).
 """
 
@@ -20,6 +23,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.timing import peak_memory
@@ -51,9 +55,20 @@ def calls(batch: int, side: int, cin: int, cout: int, k: int) -> dict:
   def conv(x, w):
     return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
+  def kernel_grad_per_tap(x, g):
+    """The kernel gradient as ``k * k`` matmuls, one per tap ``(i, j)``: the input shifted by the
+    tap, ``[Cin, N H W]``, against ``g [N H W, Cout]`` (stride 1, SAME padding)."""
+    p, g2 = k // 2, g.reshape(-1, cout)
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    return jnp.stack([jnp.stack([xp[:, i:i + side, j:j + side, :].reshape(-1, cin).T @ g2 for j in range(k)])
+                      for i in range(k)])
+
   fwd = jax.jit(conv)
   d_x = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
   d_w = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+  d_w_per_tap = jax.jit(kernel_grad_per_tap)
+  g_check = rng.standard_normal(g.shape).astype(np.float32)
+  np.testing.assert_allclose(d_w_per_tap(x, g_check), d_w(x, w, g_check), rtol=2e-3, atol=2e-3)
   xt = torch.tensor(x).permute(0, 3, 1, 2).contiguous()
   wt = torch.tensor(w).permute(3, 2, 0, 1).contiguous()
   gt = torch.tensor(g).permute(0, 3, 1, 2).contiguous()
@@ -67,7 +82,8 @@ def calls(batch: int, side: int, cin: int, cout: int, k: int) -> dict:
           "jax input grad": lambda: d_x(x, w, g).block_until_ready(),
           "torch input grad": torch_backward((True, False, False)),
           "jax kernel grad": lambda: d_w(x, w, g).block_until_ready(),
-          "torch kernel grad": torch_backward((False, True, False))}
+          "torch kernel grad": torch_backward((False, True, False)),
+          "jax kernel grad per tap": lambda: d_w_per_tap(x, g).block_until_ready()}
 
 
 def main() -> None:
@@ -79,7 +95,7 @@ def main() -> None:
 
   torch.set_num_threads(1)
   print(f"batch {args.batch}; CPU ms per call (best of rounds); PyTorch {torch.__version__} on 1 thread")
-  print(f"{'layer':16s} {'pass':12s} {'XLA:CPU':>8s} {'PyTorch':>8s} {'ratio':>6s} {'peak memory':>14s}")
+  print(f"{'layer':16s} {'pass':19s} {'XLA:CPU':>8s} {'PyTorch':>8s} {'ratio':>6s} {'peak memory':>14s}")
   for name, side, cin, cout, k in LAYERS:
     fns = calls(args.batch, side, cin, cout, k)
     best = {label: float("inf") for label in fns}
@@ -87,9 +103,9 @@ def main() -> None:
       for _ in range(args.rounds):  # alternating: the machine's load drifts
         for label, fn in fns.items():
           best[label] = min(best[label], cpu_ms(fn))
-    for part in ("forward", "input grad", "kernel grad"):
-      jax_ms, torch_ms = best[f"jax {part}"], best[f"torch {part}"]
-      print(f"{name:16s} {part:12s} {jax_ms:8.1f} {torch_ms:8.1f} {torch_ms / jax_ms:5.2f}x {peak_memory():>14s}",
+    for part in ("forward", "input grad", "kernel grad", "kernel grad per tap"):
+      jax_ms, torch_ms = best[f"jax {part}"], best[f"torch {part.removesuffix(' per tap')}"]
+      print(f"{name:16s} {part:19s} {jax_ms:8.1f} {torch_ms:8.1f} {torch_ms / jax_ms:5.2f}x {peak_memory():>14s}",
             flush=True)
   print("ratio = PyTorch CPU ms / XLA:CPU CPU ms (> 1: XLA is faster)")
 
