@@ -30,8 +30,9 @@ images (``eval/per_example_nll_step_<N>.npy``).
 * figure ``nll_histograms.png``: the per-example bits/dim of each set, one panel per family (seed 0),
   the blank image's bits/dim as a dashed line.
 
-Wall time at full size: the models are compare_families' (its estimate); scoring here is 5 x 297
-images per run, minutes for most families, longer for the diffusion bound (docs/results.md).
+Wall time at full size (the family comparison's 27 likelihood points, ``--seeds=3
+--train_steps=1000``): 791-869 s of scoring on this 2-core CPU at load 1-2, flow_matching's ODE
+likelihood and DDPM's bound the slowest (docs/results.md).
 """
 
 from __future__ import annotations
@@ -134,18 +135,18 @@ def score(row: dict, quick: bool) -> dict:
 
 def figure(records: list[dict], path: str, columns: int = 3) -> str:
   """Per-example bits/dim of every set, one panel per family (its first seed), ``columns`` panels a
-  row; each panel's x axis ends at the 99th percentile of its values (a few OOD examples of the
-  flows reach 10^5 bits/dim and would flatten the rest)."""
+  row, on a log axis (OOD examples of the flows reach 10^4-10^5 bits/dim, the digits ~2)."""
   plt = _common.pyplot()
   first = [r for r in records if r["seed"] == min(x["seed"] for x in records)]
   rows = -(-len(first) // columns)
   fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
   for ax, rec in zip(axes.flat, first):
-    every = np.concatenate(list(rec["bits"].values()))
-    top = float(np.percentile(every, 99))
+    every = np.maximum(np.concatenate(list(rec["bits"].values())), 1e-3)  # bits/dim of discrete data are > 0
+    bins = np.geomspace(float(every.min()), float(every.max()) * 1.001, 50)
     for name, bits in rec["bits"].items():
-      ax.hist(np.minimum(bits, top), bins=np.linspace(float(every.min()), top, 40), alpha=0.5, label=name)
+      ax.hist(np.maximum(bits, 1e-3), bins=bins, alpha=0.5, label=name)
     ax.axvline(float(rec["constant_bits_by_level"][0]), color="k", ls="--", lw=1, label="blank image")
+    ax.set_xscale("log")
     ax.set_title(f"{rec['family']} ({rec['density_type']})")
     ax.set_xlabel("bits/dim (per example)")
   for ax in list(axes.flat)[len(first):]:
