@@ -134,9 +134,12 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
         "optim": {"default": config_defaults.optimizer(learning_rate=1e-3, grad_clip_norm=1.0)},
     }
 
-  #: Whether ``generate_raw`` uses the cached generator (a PixelCNN network's ``sample.cache``);
-  #: subclasses with another network (PixelRNN) keep the recompute.
-  cached_sampling = False
+  @property
+  def cached_sampling(self) -> bool:
+    """Whether ``generate_raw`` uses the cached generator: ``sample.cache``, read when the sampler
+    is traced (as :meth:`sampling_controls`); subclasses with another network (PixelRNN) override
+    it with ``False``, the recompute."""
+    return bool(self.config.sample.cache)
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     super().__init__(config, spec)
@@ -150,7 +153,6 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
                         kernel_size=int(m.kernel_size), first_kernel_size=int(m.first_kernel_size),
                         head_features=int(m.head_features), num_classes=num_classes)
     self.sampling_controls()  # bad controls fail here
-    self.cached_sampling = bool(config.sample.cache)
 
   # --- model space <-> raw levels --------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class PixelRNNFamily(PixelCNNFamily):
   """PixelCNN's likelihood and samplers on the PixelRNN network (module docstring; config in
   :meth:`defaults`)."""
 
+  cached_sampling = False  # the recompute: the cached generator is PixelCNN's network's
+
   @classmethod
   def defaults(cls) -> dict:
     return {
