@@ -275,13 +275,12 @@ def main(argv=None) -> None:
   say(f"device kind: {device.device_kind}; bf16 peak: {peak_flops(device.device_kind) or 'unknown'} FLOP/s")
 
   names = [n for n in args.families.split(",") if n] or families.FAMILIES.names()
+  names = names if "families" in sections else []
   names = [n for n in names if n not in STAGE_ONE] + [n for n in names if n in STAGE_ONE]  # stage 1 first
   tiny = {"train.batch_size": 8} if args.dry_run else {}
   common = {"train.progress_bar": False, "eval.metrics": (), "train.checkpoint_every": 0, "train.log_every": 0}
   with tempfile.TemporaryDirectory() as root:
     workdirs: dict[str, str] = {}
-    if "families" not in sections:
-      names = []
     say(f"\n## families: {args.steps} timed steps after the first (compile) step\n")
     say("| family | data | batch | compile s | ms/step | peak memory |")
     say("| --- | --- | --- | --- | --- | --- |")
@@ -291,11 +290,10 @@ def main(argv=None) -> None:
     say("\n## large models\n")
     say("| section | size | compile | step | throughput | ... | peak memory |")
     say("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, fn, min_left in ((GPT2, gpt2_small, 60), (UNET, unet_cifar, 45)):
+    for name, fn, min_left in ((GPT2, lambda: gpt2_small(args, root), 60), (UNET, lambda: unet_cifar(args, root), 45),
+                               (FID, lambda: fid(args), 10)):
       if name in sections:
-        run_section(budget, name, lambda fn=fn: fn(args, root), min_left=min_left)
-    if FID in sections:
-      run_section(budget, FID, lambda: fid(args), min_left=10)
+        run_section(budget, name, fn, min_left=min_left)
   say(f"\ntotal {time.perf_counter() - budget.start:.0f} s")
 
 

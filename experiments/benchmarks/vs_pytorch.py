@@ -229,23 +229,24 @@ def jaxgen_config(name: str, tmpdir: str) -> tuple[str, list[str]]:
   return os.path.join(CONFIGS, f"{name}.py"), ["train.progress_bar=False"]
 
 
-def devices_of(name: str, requested: str, tmpdir: str) -> int:
-  """The XLA:CPU devices of a section's jaxgen run: ``requested``, or for ``auto`` what
-  ``python -m jaxgen.main`` picks for its config (``jaxgen.cpu_devices.choose_here``)."""
+def devices_of(config: tuple[str, list[str]], requested: str) -> int:
+  """The XLA:CPU devices of a section's jaxgen run (``config``: ``jaxgen_config``'s): ``requested``,
+  or for ``auto`` what ``python -m jaxgen.main`` picks for it (``jaxgen.cpu_devices.choose_here``)."""
   if requested != "auto":
     return int(requested)
-  return cpu_devices.choose_here(config_defaults.load(*jaxgen_config(name, tmpdir))).devices or 1
+  return cpu_devices.choose_here(config_defaults.load(*config)).devices or 1
 
 
-def section(name: str, steps: int, rounds: int, threads: list[int], devices: int, tmpdir: str) -> dict:
-  """Alternating rounds of one section: each round times PyTorch at each of ``threads`` (intra-op
-  threads), then jaxgen on ``devices`` devices. Returns ``{"label", "torch_ms": {threads: best ms},
-  "jaxgen_ms", params...}``."""
+def section(name: str, config: tuple[str, list[str]], steps: int, rounds: int, threads: list[int],
+            devices: int) -> dict:
+  """Alternating rounds of one section (``config``: ``jaxgen_config``'s): each round times PyTorch at
+  each of ``threads`` (intra-op threads), then jaxgen on ``devices`` devices. Returns ``{"label",
+  "torch_ms": {threads: best ms}, "jaxgen_ms", params...}``."""
   import torch  # pylint: disable=import-outside-toplevel
 
   warmup = max(1, steps // 10)
   horizon = rounds * (steps + warmup) + 1
-  config, overrides = jaxgen_config(name, tmpdir)
+  config, overrides = config
   train_throughput.use_devices(devices)
   torch_ms, jaxgen_ms = {n: [] for n in threads}, []
   torch_cpu, jaxgen_cpu = {n: [] for n in threads}, []
@@ -297,12 +298,13 @@ def main() -> None:
   threads = [int(n) for n in args.torch_threads.split(",") if n] or sorted({torch.get_num_threads(), 1}, reverse=True)
   rows = []
   with tempfile.TemporaryDirectory() as tmpdir:
-    devices = {name: devices_of(name, args.jax_devices, tmpdir) for name in names}
+    configs = {name: jaxgen_config(name, tmpdir) for name in names}
+    devices = {name: devices_of(configs[name], args.jax_devices) for name in names}
     jax.config.update("jax_num_cpu_devices", max(devices.values()))  # before any backend starts
     print(f"torch {torch.__version__} (default {torch.get_num_threads()} threads); jaxgen's XLA:CPU devices "
           f"{devices}; load average {os.getloadavg()[0]:.1f}")
     for name in names:
-      rows.append(section(name, args.steps or SECTIONS[name][1], args.rounds, threads, devices[name], tmpdir))
+      rows.append(section(name, configs[name], args.steps or SECTIONS[name][1], args.rounds, threads, devices[name]))
   torch_cols = " ".join(f"{f'PyTorch {n}t ms':>13s}" for n in threads)
   print(f"{'model':28s} {torch_cols} {'jaxgen ms':>10s} {'ratio':>6s} {'CPU ratio':>9s} {'params torch / jaxgen':>22s} "
         f"{'peak memory':>14s}")

@@ -216,9 +216,10 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
     """
     h, w, c = self.spec.shape
     cache = self.cached_sampling if cache is None else cache
+    controls = self.sampling_controls()
 
     def draw(n, logits):
-      return sampling.sample_logits(jax.random.fold_in(rng, n), logits, **self.sampling_controls())
+      return sampling.sample_logits(jax.random.fold_in(rng, n), logits, **controls)
 
     if cache:
       return pixelcnn_cache.generate(
