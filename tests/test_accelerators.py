@@ -93,6 +93,22 @@ def test_accumulated_grads_is_the_mean_over_micro_batches():
   np.testing.assert_allclose(metrics["first"], np.mean([0.0, 2.0, 4.0, 6.0]))  # rows 0, 1, 2, 3 start each
 
 
+@pytest.mark.parametrize("backend, loops", [("cpu", False), ("gpu", True)])
+def test_accumulation_loops_over_micro_batches_except_on_cpu(backend, loops, monkeypatch):
+  """On CPU the k micro-batches are unrolled into the step (XLA:CPU runs convolutions' gradients
+  inside a loop body without its fast kernels, ~10x slower); elsewhere they are one loop."""
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+
+  def loss_of(p, state, batch, key):
+    del key
+    return jnp.mean((batch["x"] - p) ** 2), ({}, state)
+
+  x = jnp.arange(8.0)
+  text = jax.jit(lambda p: train.accumulated_grads(loss_of, p, (), {"x": x}, jax.random.key(0), 4)).lower(
+      jnp.float32(1.0)).as_text()
+  assert ("stablehlo.while" in text) == loops
+
+
 def test_unet_remat_equals_stored_activations():
   """``remat=True`` recomputes activations in the backward pass: the same parameter names, output
   and gradient (to 1e-6) as storing them."""
