@@ -16,6 +16,7 @@ from conftest import compiled_init, load_config, pixel_batch, raster_index
 from jaxgen import families, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
+from jaxgen.nn import lstm2d
 from jaxgen.nn.lstm2d import skew, unskew
 
 ARCHITECTURES = ("row_lstm", "diagonal_bilstm")
@@ -80,6 +81,25 @@ def test_causal_in_raster_channel_order(architecture):
     assert np.all(jac[same_row, same_row - 1] != 0.0), "an output ignores the previous sub-pixel of its row"
     below = t[t >= row]
     assert np.all(jac[below, below - row] != 0.0), "an output ignores the pixel above"
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_row_lstm_recurrence_is_the_same_padding_convolution_along_the_row(kernel_size):
+  """The Row LSTM's state-to-state term (shifted rows times the kernel taps, one matmul) equals
+  a ``k``-tap ``"SAME"`` convolution of the row above (``k`` odd, as the masked input-to-state
+  convolution needs): a reference loop over the rows with ``lax.conv_general_dilated``."""
+  module = lstm2d.RowLSTM(features=6, kernel_size=kernel_size, data_channels=3)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 5, 3), np.float32))
+  params = module.init(jax.random.key(0), x)["params"]
+  gates = lstm2d._Gates(6, (1, kernel_size), 3).apply({"params": params["gates"]}, x, None)
+  h = c = jnp.zeros((2, 5, 6))
+  rows = []
+  for i in range(4):
+    recurrent = jax.lax.conv_general_dilated(h, params["state_to_state"], (1,), "SAME",
+                                             dimension_numbers=("NWC", "WIO", "NWC"))
+    h, c = lstm2d.lstm_cell(gates[:, i] + recurrent, c)
+    rows.append(h)
+  np.testing.assert_allclose(module.apply({"params": params}, x), jnp.stack(rows, 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture,conditional", [("row_lstm", True), ("diagonal_bilstm", False)])
