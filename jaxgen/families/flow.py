@@ -193,15 +193,22 @@ class Glow(FlowFamily):
         "hidden": 64,  # conditioner channels
         "depth": 2,  # conditioner ReLU conv layers (3x3 then 1x1)
         "logit_alpha": 0.0,  # logit pre-transform (0 = off: Glow models the scaled pixels)
+        # one nn.scan over each level's K steps (parameters stacked [K, ...]): compile time flat in
+        # K, but 16x slower steps on XLA:CPU (docs/families.md); off: the K steps unrolled
+        "scan_steps": False,
     }}
 
   def build(self, m, spec):
     _check_squeezes(spec, m.num_levels, 1, "model.num_levels", m.num_levels)
 
+    def step() -> list[nn.Module]:
+      return [bj.ActNorm(), bj.InvertibleConv1x1(), bj.AffineCoupling("channel", 0, m.hidden, m.depth)]
+
     def level(i: int) -> nn.Module:
-      steps = [layer for _ in range(m.steps_per_level)
-               for layer in (bj.ActNorm(), bj.InvertibleConv1x1(),
-                             bj.AffineCoupling("channel", 0, m.hidden, m.depth))]
+      if m.scan_steps:
+        steps = [bj.Repeat(lambda: bj.Chain(step()), m.steps_per_level)]
+      else:
+        steps = [layer for _ in range(m.steps_per_level) for layer in step()]
       split = [bj.FactorOut(level(i + 1))] if i < m.num_levels - 1 else []
       return bj.Chain([bj.Squeeze(), *steps, *split, bj.Unsqueeze()])
 
