@@ -80,7 +80,6 @@ LAYERS = {
     "logit": (lambda: bj.Logit((-1.0, 1.0), 0.05), jnp.tanh(IMAGE)),
     "factor_out": (lambda: bj.FactorOut(bj.Chain([bj.ActNorm(), bj.AffineCoupling("checkerboard", 0, 8, 2)])),
                    IMAGE.reshape(2, 4, 2, 4)),
-    "repeat": (lambda: bj.Repeat(lambda: bj.Chain(_glow_step()), 3), IMAGE),
 }
 
 
@@ -99,8 +98,9 @@ def _unstack(variables, n):
 
 def test_repeat_is_the_unrolled_chain_and_initialises_each_actnorm_on_its_input():
   """``Repeat`` computes the unrolled chain's function from the same (unstacked) parameters, both
-  ways (reverse runs the last step first), and its ``init`` sets each step's actnorm from the
-  activations reaching it (inside the scan), so each standardises its input on the first batch."""
+  ways (reverse runs the last step first), so it is a bijection with the chain's log-det (each
+  layer's is checked above), and its ``init`` sets each step's actnorm from the activations
+  reaching it (inside the scan), so each standardises its input on the first batch."""
   x = _normal(6, (16, 4, 4, 2), np.array([0.1, 2.0]), np.array([3.0, -1.0]))
   n = 3
   scanned = bj.Repeat(lambda: bj.Chain(_glow_step()), n)
