@@ -33,13 +33,17 @@ def test_dry_run_prints_one_row_per_family_within_its_budget():
 
 
 def test_sections_runs_only_the_parts_named(capsys):
-  """``--sections=fid_10k``: the FID row alone, no family row (what an XLA-flag comparison of one row uses)."""
+  """``--sections=fid_10k,glow_scan``: those rows alone, no family row (what an XLA-flag comparison of
+  one row uses); the optional Glow row lowers its three variants."""
   spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "experiments", "benchmarks",
                                                                           "gpu_check.py"))
   gpu_check = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(gpu_check)
-  gpu_check.main(["--dry_run", "--sections=fid_10k"])
-  rows = [line.split(" | ")[0].strip("| ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-  assert [r for r in rows if r not in ("family", "section", "---")] == ["fid_10k"]
+  gpu_check.main(["--dry_run", "--sections=fid_10k,glow_scan"])
+  rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+  assert [r[0] for r in rows if r[0] not in ("family", "section", "---")] == ["fid_10k", "glow_scan"]
+  glow = next(r for r in rows if r[0] == "glow_scan")
+  assert [cell.split(":")[0] for cell in glow[2:5]] == ["K=8 unrolled", "K=8 scan", "K=32 scan"], glow
+  assert all("lowered in" in cell for cell in glow[2:5]), glow
   with pytest.raises(SystemExit):
     gpu_check.main(["--dry_run", "--sections=fid"])

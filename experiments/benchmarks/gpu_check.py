@@ -17,7 +17,12 @@ under one wall-clock budget (``--time_budget``; a section that would start after
 3. the DDPM U-Net at CIFAR-10 size (32x32x3, Ho et al.: 128 channels, ch_mult 1,2,2,2, 2 blocks,
    attention at 16x16; batch 128) on random images: images/s;
 4. FID of 10k vs 10k 2048-d random features (``jaxgen.evaluation.gaussian_stats`` +
-   ``frechet_distance``): seconds.
+   ``frechet_distance``): seconds;
+5. only when named in ``--sections`` (``glow_scan``): ``configs/glow_cifar10.py``'s Glow (width 512,
+   batch 16) with its K steps per level unrolled (K = 8) and as one ``nn.scan``
+   (``model.scan_steps``; K = 8 and the paper's 32): compile seconds and ms per step of each, the
+   figures that decide whether the paper configs should scan on an accelerator (on XLA:CPU the
+   scan compiles in seconds but steps 16x slower: ``docs/benchmarks.md``).
 
 ``--dry_run`` (the CPU test): the family rows and the U-Net row only trace and lower their step
 (XLA:CPU compiles of 18 models would take minutes; the ``vae`` / ``vqvae`` rows also initialise and
@@ -51,8 +56,9 @@ PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200"
              ("L4", 121e12), ("TPU v5 lite", 197e12), ("TPU v5", 459e12), ("TPU v4", 275e12))
 #: Two-stage families train on the workdir of another family's run: (config field, that family).
 STAGE_ONE = {"latent_diffusion": ("model.autoencoder_workdir", "vae"), "vqvae_prior": ("model.vqvae_workdir", "vqvae")}
-GPT2, UNET, FID = "gpt2_small", "unet_cifar", "fid_10k"
-SECTIONS = ("families", GPT2, UNET, FID)  # --sections: the check's parts, in the order they run
+GPT2, UNET, FID, GLOW = "gpt2_small", "unet_cifar", "fid_10k", "glow_scan"
+SECTIONS = ("families", GPT2, UNET, FID)  # the check's parts by default, in the order they run
+OPTIONAL = (GLOW,)  # run only when --sections names them (after the default ones)
 STAGE_ONE_OF = {stage_one for _, stage_one in STAGE_ONE.values()}  # the families whose run a later one loads
 
 
@@ -248,6 +254,21 @@ def fid(args) -> list[str]:
   return [f"{n} vs {n} x {dim} features", f"{time.perf_counter() - t:.2f} s end to end", f"FID {value:.4g}"]
 
 
+def glow_scan(args, root: str) -> list[str]:
+  """``glow_cifar10``'s step unrolled at K = 8, scanned at K = 8 and 32 (section 5)."""
+  cells = []
+  for k, scan in ((8, False), (8, True), (32, True)):
+    c = config_defaults.load(os.path.join(ROOT, "configs", "glow_cifar10.py"))
+    c.model.update(steps_per_level=1 if args.dry_run else k, scan_steps=scan, **({"hidden": 8} if args.dry_run else {}))
+    c.train.update(batch_size=args.glow_batch, steps=args.big_steps + 1, ema_decay=0.0)
+    spec = DataSpec("random_images", "image", (8, 8, 3) if args.dry_run else (32, 32, 3), levels=256,
+                    value_range=(-1.0, 1.0), dequantized=True)
+    _, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
+    timing = compile_s if per_step is None else f"compile {compile_s:.1f} s, {1e3 * per_step:.1f} ms/step"
+    cells.append(f"K={k} {'scan' if scan else 'unrolled'}: {timing}")
+  return [f"3 levels, width 512, batch {args.glow_batch} x 32x32x3", *cells]
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dry_run", action="store_true", help="tiny sizes and 2 steps: a CPU test of the script")
@@ -256,18 +277,21 @@ def main(argv=None) -> None:
   parser.add_argument("--big_steps", type=int, default=20, help="timed steps of the GPT-2 and U-Net rows")
   parser.add_argument("--gpt_batch", type=int, default=16, help="GPT-2-small sequences per step")
   parser.add_argument("--unet_batch", type=int, default=128, help="U-Net images per step")
+  parser.add_argument("--glow_batch", type=int, default=16, help="Glow images per step (glow_scan)")
   parser.add_argument("--attention", default="auto", help="the transformer's model.attention: auto | xla | cudnn")
   parser.add_argument("--reserve", type=float, default=130.0,
                       help="seconds of the budget the family rows leave to the large models")
   parser.add_argument("--families", default="", help="comma-separated subset (default: every registered family)")
   parser.add_argument("--sections", default=",".join(SECTIONS),
-                      help=f"comma-separated subset of {','.join(SECTIONS)} (e.g. gpt2_small to compare XLA flags)")
+                      help=f"comma-separated subset of {','.join(SECTIONS + OPTIONAL)} (e.g. gpt2_small to compare "
+                           f"XLA flags; {','.join(OPTIONAL)} only when named)")
   args = parser.parse_args(argv)
   sections = set(args.sections.split(","))
-  if sections - set(SECTIONS):
-    parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; choose from {','.join(SECTIONS)}")
+  if sections - set(SECTIONS + OPTIONAL):
+    parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS + OPTIONAL))}; choose from "
+                 f"{','.join(SECTIONS + OPTIONAL)}")
   if args.dry_run:
-    args.steps, args.big_steps, args.gpt_batch, args.unet_batch = 1, 2, 4, 4
+    args.steps, args.big_steps, args.gpt_batch, args.unet_batch, args.glow_batch = 1, 2, 4, 4, 2
   budget = Budget(args.time_budget)
   reserve = 0.0 if args.dry_run else args.reserve
   device = jax.devices()[0]
@@ -291,7 +315,7 @@ def main(argv=None) -> None:
     say("| section | size | compile | step | throughput | ... | peak memory |")
     say("| --- | --- | --- | --- | --- | --- | --- |")
     for name, fn, min_left in ((GPT2, lambda: gpt2_small(args, root), 60), (UNET, lambda: unet_cifar(args, root), 45),
-                               (FID, lambda: fid(args), 10)):
+                               (FID, lambda: fid(args), 10), (GLOW, lambda: glow_scan(args, root), 60)):
       if name in sections:
         run_section(budget, name, fn, min_left=min_left)
   say(f"\ntotal {time.perf_counter() - budget.start:.0f} s")
