@@ -14,11 +14,12 @@ repeats an uninterrupted one bit for bit.
 
 Gradient accumulation (``train.grad_accum_steps = k > 1``): each update's gradient is the mean of
 the gradients of ``k`` micro-batches of ``B / k`` examples (a ``lax.scan`` inside the one compiled
-step, unrolled on CPU: ``_accumulation_unroll``; micro-batch ``i`` holds rows ``i, i + k, ...``, so every device keeps its own rows), the
-non-gradient state (BatchNorm statistics) threads through them in order, micro-batch ``i`` draws its
-randomness from ``fold_in(key, i)``, and the logged metrics are their means. For a loss that is a
-mean over examples this is the gradient of the whole batch (up to float summation order) with the
-activation memory of one micro-batch.
+step, unrolled on CPU: ``_accumulation_unroll``; micro-batch ``i`` holds rows ``i, i + k, ...``,
+so every device keeps its own rows), the non-gradient state (BatchNorm statistics) threads through
+them in order, micro-batch ``i`` draws its randomness from ``fold_in(key, i)``, and the logged
+metrics are their means. For a loss that is a mean over examples this is the gradient of the
+whole batch (up to float summation order), with the activation memory of one micro-batch in the
+loop (unrolled, XLA's scheduler decides how many micro-batches' activations are live).
 """
 
 from __future__ import annotations
