@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxgen import sampling
+from conftest import load_config
+from jaxgen import families, sampling
+from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 
 WORKED_LOGITS = np.array([2.0, 1.0, 0.5])
@@ -135,6 +137,17 @@ def test_controls_from_config():
   for bad in ({"temperature": -1.0}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5}):
     with pytest.raises(UserError):
       sampling.controls_from_config(ml_collections.ConfigDict(bad))
+
+
+@pytest.mark.parametrize("name, spec", [
+    ("transformer", DataSpec("tokens", "text", (16,), levels=10)),
+    ("pixelcnn", DataSpec("tiny", "image", (4, 4, 1), levels=4, value_range=(-1.0, 1.0)))])
+def test_bad_sampling_controls_fail_when_the_family_is_built(name, spec):
+  """The families that sample from logits check ``config.sample``'s controls at construction,
+  before any training, not at the first sample: the transformer as the pixel models."""
+  for bad in ({"sample.top_k": -2}, {"sample.top_p": 1.5}):
+    with pytest.raises(UserError, match="sample.top_"):
+      families.build(load_config(name, **bad), spec)
 
 
 def test_sample_label_minus_one_is_uniform_and_k_is_all_k():

@@ -107,8 +107,9 @@ class Family(abc.ABC):
   def sampling_controls(self) -> dict[str, Any]:
     """``temperature``, ``top_k``, ``top_p`` of ``config.sample`` for :func:`jaxgen.sampling.sample_logits`,
     read each time a sampler is traced: a sampler traced after ``config.sample`` changes uses the
-    new values (what a temperature sweep over one restored model does). Families call it once at
-    construction too, so bad controls fail before any training."""
+    new values (what a temperature sweep over one restored model does). The families that sample
+    from logits (transformer, PixelCNN, PixelRNN, WaveNet) also call it once at construction, so
+    bad controls fail before any training."""
     return sampling.controls_from_config(self.config.sample)
 
   def condition_classes(self) -> int:

@@ -168,6 +168,7 @@ class TransformerFamily(Family):
     if not spec.is_discrete or len(spec.shape) != 1:
       raise UserError(f"the transformer family models token sequences; data set {spec.name!r} is "
                       f"{spec.modality} of shape {spec.shape}: use a text or audio data set")
+    self.sampling_controls()  # bad controls fail here
     m = config.model
     if m.positions not in ("learned", "rotary"):
       raise UserError(f"model.positions={m.positions!r}; use 'learned' or 'rotary'")
