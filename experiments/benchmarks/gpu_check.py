@@ -257,12 +257,12 @@ def fid(args) -> list[str]:
 def glow_scan(args, root: str) -> list[str]:
   """``glow_cifar10``'s step unrolled at K = 8, scanned at K = 8 and 32 (section 5)."""
   cells = []
+  spec = DataSpec("random_images", "image", (8, 8, 3) if args.dry_run else (32, 32, 3), levels=256,
+                  value_range=(-1.0, 1.0), dequantized=True)
   for k, scan in ((8, False), (8, True), (32, True)):
     c = config_defaults.load(os.path.join(ROOT, "configs", "glow_cifar10.py"))
     c.model.update(steps_per_level=1 if args.dry_run else k, scan_steps=scan, **({"hidden": 8} if args.dry_run else {}))
     c.train.update(batch_size=args.glow_batch, steps=args.big_steps + 1, ema_decay=0.0)
-    spec = DataSpec("random_images", "image", (8, 8, 3) if args.dry_run else (32, 32, 3), levels=256,
-                    value_range=(-1.0, 1.0), dequantized=True)
     _, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
     timing = compile_s if per_step is None else f"compile {compile_s:.1f} s, {1e3 * per_step:.1f} ms/step"
     cells.append(f"K={k} {'scan' if scan else 'unrolled'}: {timing}")
