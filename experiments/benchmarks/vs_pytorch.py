@@ -1,7 +1,7 @@
 """jaxgen's training step against its PyTorch equivalent, timed in the same run (issue 16).
 
   pip install -e ".[bench]"          # PyTorch (CPU), only for this benchmark
-  python experiments/benchmarks/vs_pytorch.py [--only=dcgan,transformer,vae] [--steps=N] [--rounds=3]
+  python experiments/benchmarks/vs_pytorch.py [--only=dcgan,dcgan_layers,transformer,vae] [--steps=N] [--rounds=3]
   python experiments/benchmarks/vs_pytorch.py --only=transformer,vae --torch_threads=1 --rounds=5
   python experiments/benchmarks/vs_pytorch.py --only=transformer --jax_devices=1   # jaxgen on one device
 
@@ -23,7 +23,10 @@ thread pools count in it). Both parameter counts and the peak memory
   ndf = 64``, batch 64, BCE, Adam(2e-4, b1 = 0.5), one D and one G step, 6.3M parameters) against
   jaxgen's ``gan`` family on a 64x64x3 ``arrays:`` data set with ``model.width=32`` (6.4M
   parameters: jaxgen's DCGAN has a 3x3 first discriminator layer and output layer, so the widths
-  that match the parameter count differ).
+  that match the parameter count differ: its model does 1.33x the FLOPs, more of them at 64x64).
+* ``dcgan_layers``: the same jaxgen run against a PyTorch module with jaxgen's own layers and
+  update (``torch_dcgan_same_layers_step``: 6,411,332 parameters in both), the "same layers"
+  equivalent issue 16's targets ask for.
 * ``transformer``: ``configs/transformer.py`` (nanoGPT's CPU "baby GPT": 4 pre-LayerNorm blocks, 4
   heads, width 128, MLP 512 with tanh-GELU, biases, learned positions, head tied to the token
   embedding of ``V + 1`` rows, context 64, batch 12, no dropout; AdamW(b2 = 0.99, weight decay 0.1
@@ -91,6 +94,60 @@ def torch_dcgan_step(batch: int):
 
   count = sum(p.numel() for p in [*gen.parameters(), *disc.parameters()])
   return step, count
+
+
+def torch_dcgan_same_layers_step(batch: int, width: int = 32, latent: int = 100, side: int = 64,
+                                 ema_decay: float = 0.999):
+  """A PyTorch equivalent of jaxgen's ``gan`` step at 64x64x3 with ``model.width=32`` (the layers of
+  ``jaxgen.families.gan``: a 3x3 first discriminator layer, four 4x4 stride-2 convolutions with
+  biases and LeakyReLU(0.2), a linear logit; a Dense generator input, BatchNorm + ReLU, four 4x4
+  stride-2 transposed convolutions and a 3x3 output convolution with tanh), its update (the
+  discriminator on fakes of one ``z`` with the generator's BatchNorm in training mode and no
+  gradient, then the generator on a fresh ``z``; non-saturating losses; Adam(2e-4, b1 = 0.5)) and
+  the trainer's parameter EMA: returns ``(step(), parameter count)``."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from torch import nn
+  from torch.nn import functional as F
+
+  stages = 4  # jaxgen.nn.gan_generator.num_upsamples(64): 64 -> 4
+  top = width * 2**stages
+  convs = [nn.Conv2d(3, width, 3, 1, 1), nn.LeakyReLU(0.2)]
+  for i in range(stages):
+    convs += [nn.Conv2d(width * 2**i, width * 2**(i + 1), 4, 2, 1), nn.LeakyReLU(0.2)]
+  disc = nn.Sequential(*convs, nn.Flatten(), nn.Linear(top * (side >> stages)**2, 1))
+  ups = []
+  for i in range(stages, 0, -1):
+    ups += [nn.ConvTranspose2d(width * 2**i, width * 2**(i - 1), 4, 2, 1), nn.BatchNorm2d(width * 2**(i - 1)),
+            nn.ReLU()]
+  gen = nn.Sequential(nn.Linear(latent, top * (side >> stages)**2), nn.Unflatten(1, (top, side >> stages, side >> stages)),
+                      nn.BatchNorm2d(top), nn.ReLU(), *ups, nn.Conv2d(width, 3, 3, 1, 1), nn.Tanh())
+  params = [*gen.parameters(), *disc.parameters()]
+  opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
+  ema = [p.detach().clone() for p in params]
+  real = torch.rand(batch, 3, side, side) * 2 - 1
+  count = {"step": 0}
+
+  def step():
+    with torch.no_grad():
+      fake = gen(torch.randn(batch, latent))  # BatchNorm in training mode: its running averages move
+    # non-saturating: -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))), then -log sigmoid(D(G(z')))
+    loss_d = F.softplus(-disc(real)).mean() + F.softplus(disc(fake)).mean()
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = F.softplus(-disc(gen(torch.randn(batch, latent)))).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    t = count["step"]
+    decay = min(ema_decay, (1.0 + t) / (10.0 + t))  # jaxgen's EMA warm-up
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, params, 1.0 - decay)
+    count["step"] += 1
+    return float(loss_g.detach())
+
+  return step, sum(p.numel() for p in params)
 
 
 def jaxgen_dcgan(batch: int, tmpdir: str) -> tuple[str, list[str]]:
@@ -218,13 +275,14 @@ def time_torch(step, steps: int, warmup: int) -> tuple[float, float]:
 
 
 #: section -> (label, default timed steps per round).
-SECTIONS = {"dcgan": ("DCGAN 64x64x3 b64", 5), "transformer": ("transformer 4L/128w b12", 100),
+SECTIONS = {"dcgan": ("DCGAN 64x64x3 b64", 5), "dcgan_layers": ("DCGAN same layers b64", 5),
+            "transformer": ("transformer 4L/128w b12", 100),
             "vae": ("MLP VAE digits b64", 1000)}
 
 
 def jaxgen_config(name: str, tmpdir: str) -> tuple[str, list[str]]:
   """``(config path, overrides)`` of a section's jaxgen run."""
-  if name == "dcgan":
+  if name.startswith("dcgan"):
     return jaxgen_dcgan(64, tmpdir)
   return os.path.join(CONFIGS, f"{name}.py"), ["train.progress_bar=False"]
 
@@ -253,6 +311,8 @@ def section(name: str, config: tuple[str, list[str]], steps: int, rounds: int, t
   with train_throughput.trainer_step(config, overrides, horizon) as (run, info):
     if name == "dcgan":
       step, torch_params = torch_dcgan_step(info["batch"])
+    elif name == "dcgan_layers":
+      step, torch_params = torch_dcgan_same_layers_step(info["batch"])
     elif name == "transformer":
       step, torch_params = torch_transformer_step(info["spec"].levels, info["spec"].shape[0], info["batch"], horizon)
     else:
