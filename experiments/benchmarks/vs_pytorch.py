@@ -96,6 +96,23 @@ def torch_dcgan_step(batch: int):
   return step, count
 
 
+def torch_ema(params: list, decay: float):
+  """jaxgen's parameter EMA (``train.ema_decay``, with its warm-up ``min(decay, (1 + t) / (10 + t))``)
+  over PyTorch ``params``: returns ``update()``, to call after each optimizer step."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  ema = [p.detach().clone() for p in params]
+  count = {"step": 0}
+
+  def update():
+    t = count["step"]
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, params, 1.0 - min(decay, (1.0 + t) / (10.0 + t)))
+    count["step"] += 1
+
+  return update
+
+
 def torch_dcgan_same_layers_step(batch: int, width: int = 32, latent: int = 100, side: int = 64,
                                  ema_decay: float = 0.999):
   """A PyTorch equivalent of jaxgen's ``gan`` step at 64x64x3 with ``model.width=32`` (the layers of
@@ -124,9 +141,8 @@ def torch_dcgan_same_layers_step(batch: int, width: int = 32, latent: int = 100,
   params = [*gen.parameters(), *disc.parameters()]
   opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
   opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
-  ema = [p.detach().clone() for p in params]
+  ema_update = torch_ema(params, ema_decay)
   real = torch.rand(batch, 3, side, side) * 2 - 1
-  count = {"step": 0}
 
   def step():
     with torch.no_grad():
@@ -140,11 +156,7 @@ def torch_dcgan_same_layers_step(batch: int, width: int = 32, latent: int = 100,
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
-    t = count["step"]
-    decay = min(ema_decay, (1.0 + t) / (10.0 + t))  # jaxgen's EMA warm-up
-    with torch.no_grad():
-      torch._foreach_lerp_(ema, params, 1.0 - decay)
-    count["step"] += 1
+    ema_update()
     return float(loss_g.detach())
 
   return step, sum(p.numel() for p in params)
@@ -239,9 +251,8 @@ def torch_vae_step(batch: int, dims: int = 64, hidden: int = 256, latent: int = 
                           nn.Linear(hidden, dims))
   params = [*encoder.parameters(), *decoder.parameters()]
   opt = torch.optim.Adam(params, lr=1e-3)
-  ema = [p.detach().clone() for p in params]
+  ema_update = torch_ema(params, ema_decay)
   intensities = torch.rand(1797, dims)  # the digits' size; [0, 1] intensities
-  count = {"step": 0}
 
   def step():
     x = torch.bernoulli(intensities[torch.randint(0, len(intensities), (batch,))])  # dynamic binarization
@@ -254,11 +265,7 @@ def torch_vae_step(batch: int, dims: int = 64, hidden: int = 256, latent: int = 
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    t = count["step"]
-    decay = min(ema_decay, (1.0 + t) / (10.0 + t))  # jaxgen's EMA warm-up
-    with torch.no_grad():
-      torch._foreach_lerp_(ema, params, 1.0 - decay)
-    count["step"] += 1
+    ema_update()
     return float(loss.detach())
 
   return step, sum(p.numel() for p in params)
