@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +15,7 @@ from jaxgen.families import FAMILIES
 
 
 def test_dry_run_prints_one_row_per_family_within_its_budget():
-  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable}  # this interpreter
   proc = subprocess.run([os.path.join(ROOT, "experiments", "benchmarks", "gpu_check.sh"), "--dry_run",
                          "--time_budget=6"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
