@@ -57,10 +57,14 @@ def workdir(tmp_path):
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  """One persistent XLA cache for the session (and its subprocesses): the many tiny runs of the same
-  configs compile each program once. Tests of compilation counts use ``_cache_size``/chex, which
-  count traces, not cache hits, so they still see every retrace."""
-  path = str(tmp_path_factory.mktemp("xla_cache"))
+  """One persistent XLA cache for the session (its pytest-xdist workers and their subprocesses): the
+  many tiny runs of the same configs compile each program once. Tests of compilation counts use
+  ``_cache_size``/chex, which count traces, not cache hits, so they still see every retrace."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker's basetemp is a folder of the session's one
+    root = root.parent
+  path = str(root / "xla_cache")
+  os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

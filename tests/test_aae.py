@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_vae import _discretized_logistic_log_prob, final_eval
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, compiled_init, tiny_config
 from jaxgen import checkpoint, config_defaults, families, parallel, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.families import aae
@@ -42,7 +42,7 @@ def _setup(**overrides):
   family = families.build(config, DIGITS)
   x = np.random.default_rng(0).integers(0, 17, (6, 8, 8, 1)) / 8.0 - 1.0
   batch = {"x": jnp.asarray(x, jnp.float32), "label": jnp.array([0, 3, 3, 7, 9, 1], jnp.int32)}
-  params, state = jax.jit(family.init)(jax.random.key(0), batch)
+  params, state = compiled_init(family, 0, batch)
   return family, params, state, batch
 
 

@@ -13,7 +13,7 @@ import optax
 import pytest
 from test_vae import _discretized_logistic_log_prob, final_eval
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, compiled_init, tiny_config
 from jaxgen import config_defaults, families, losses, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.families import avb
@@ -94,7 +94,7 @@ def test_family_losses_equal_their_objectives_in_numpy():
   family = families.build(config, DIGITS)
   x = jnp.asarray(np.random.default_rng(0).integers(0, 17, (6, 8, 8, 1)) / 8.0 - 1.0, jnp.float32)
   batch = {"x": x, "label": jnp.zeros((6,), jnp.int32)}
-  params, state = jax.jit(family.init)(jax.random.key(0), batch)
+  params, state = compiled_init(family, 0, batch)
   rng = jax.random.key(7)
   critic = jax.jit(lambda p, x, z: family.critic(p)(x, z))
   k = np.round((np.asarray(x) + 1) * 8)

@@ -2,18 +2,25 @@
 exactly one ``jaxgen: error:`` line naming the problem, no traceback, and leaves a trained run's
 workdir as it was (every file byte for byte, no new checkpoint).
 
-The cases run as subprocesses (``python -m jaxgen.main``), concurrently, once per module (the
-``outcomes`` fixture); each parametrized test then checks its own case.
+The cases run once per module (the ``outcomes`` fixture), two at a time; each parametrized test
+then checks its own case. Each case is its own process running ``jaxgen/main.py`` as ``__main__``
+(what ``python -m jaxgen.main`` does), forked from a server that has imported jaxgen once
+(``multiprocessing``'s forkserver, no JAX backend started): a fresh interpreter spends ~1.3 of its
+~1.5 s importing, and 56 cases are most of this file's time. The trained run is a real
+``python -m jaxgen.main`` process (as are test_cli.py's).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import multiprocessing
 import os
+import runpy
 import shutil
 import subprocess
 import sys
+import traceback
 
 import pytest
 
@@ -112,6 +119,50 @@ CASES = [
 CASES = [case + ([], None)[len(case) - 3:] for case in CASES]  # (id, args, fragments, marks, workdir kind)
 
 
+#: What the forkserver imports before forking each case: jaxgen's registries and everything the
+#: command line loads, and this module (its ``_main`` is each case's process).
+PRELOAD = ["jaxgen.data", "jaxgen.evaluation", "jaxgen.families", "jaxgen.train", "jaxgen.validate", __name__]
+
+
+def _main(args: list[str], out_path: str, err_path: str) -> None:
+  """``python -m jaxgen.main *args`` in this (forked) process: stdout / stderr to the two files, the
+  exit status as Python's (``SystemExit`` code; an uncaught exception prints its traceback, 1)."""
+  os.chdir(ROOT)
+  for fd, path in ((1, out_path), (2, err_path)):
+    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+  sys.argv = [os.path.join(ROOT, "jaxgen", "main.py"), *args]
+  code = 0
+  try:
+    runpy.run_module("jaxgen.main", run_name="__main__", alter_sys=True)
+  except SystemExit as e:
+    if isinstance(e.code, int) or e.code is None:
+      code = e.code or 0
+    else:
+      print(e.code, file=sys.stderr)
+      code = 1
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    code = 1
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+def _run_main(args: list[str], scratch: str) -> subprocess.CompletedProcess:
+  """A case's process (``_main``, forked from the preloaded server) as a ``CompletedProcess``."""
+  context = multiprocessing.get_context("forkserver")
+  context.set_forkserver_preload(PRELOAD)
+  out_path, err_path = scratch + ".out", scratch + ".err"
+  process = context.Process(target=_main, args=(args, out_path, err_path))
+  process.start()
+  process.join(timeout=600)
+  if process.exitcode is None:
+    process.kill()
+    process.join()
+  with open(out_path) as out, open(err_path) as err:
+    return subprocess.CompletedProcess(args, process.exitcode, out.read(), err.read())
+
+
 def _snapshot(directory: str) -> dict[str, str]:
   out = {}
   for root, _, files in os.walk(directory):
@@ -129,6 +180,7 @@ def outcomes(tmp_path_factory):
   for name, text in CONFIG_FILES.items():
     (base / name).write_text(text)
   trained = str(base / "trained")
+  os.makedirs(base / "cases")  # each case's workdir copy and its stdout / stderr
   proc = subprocess.run([sys.executable, "-m", "jaxgen.main", *VAE, f"--workdir={trained}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,8 +197,7 @@ def outcomes(tmp_path_factory):
     before = _snapshot(workdir) if os.path.isdir(workdir) else {}
     if not any(a.startswith("--workdir") for a in args) and name != "workdir_flag_missing":
       args.append(f"--workdir={workdir}")
-    proc = subprocess.run([sys.executable, "-m", "jaxgen.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = _run_main(args, str(base / "cases" / f"{name}.log"))
     after = _snapshot(workdir) if os.path.isdir(workdir) else {}
     return name, (proc, before, after)
 

@@ -62,7 +62,8 @@ def test_two_processes_match_one_process(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = tiny_config("gan", **SGD)
   two = train.restore_for_inference(train.setup(config, workdir))
-  one = train.train_and_evaluate(config, str(tmp_path / "one"))
+  # The reference run's evaluation is not compared (the two processes' is what runs sharded): heldout only.
+  one = train.train_and_evaluate(tiny_config("gan", **SGD, **{"eval.metrics": ("heldout",)}), str(tmp_path / "one"))
   assert int(two.step) == SGD["train.steps"]
   for a, b in zip(jax.tree.leaves(jax.device_get(two.params)), jax.tree.leaves(jax.device_get(one.params))):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

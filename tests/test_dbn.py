@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from conftest import load_config, tiny_config
+from conftest import compiled_init, load_config, tiny_config
 from jaxgen import families, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -31,7 +31,7 @@ def _family(**model):
 def _setup(fam, seed=0):
   v = np.random.default_rng(seed).integers(0, 2, (4, 5)).astype(np.float32)
   batch = {"x": jnp.asarray(v.reshape(4, 1, 5, 1))}
-  params, state = jax.jit(fam.init)(jax.random.key(seed), batch)
+  params, state = compiled_init(fam, seed, batch)
   # Non-trivial weights, so that the layers' inputs differ visibly.
   params = {"model": jax.tree.map(lambda p: p + 0.5 * jax.random.normal(jax.random.key(9), p.shape), params["model"])}
   return v, batch, params, state

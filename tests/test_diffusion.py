@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import load_config, tiny_config
+from conftest import compiled_init, load_config, tiny_config
 from jaxgen import diffusion, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -395,7 +395,7 @@ def digits_batch(n=8):
 def conditional():
   """A class-conditional tiny-U-Net family from configs/ddpm.py and its initial params."""
   family = build(load_config("ddpm", **SMALL, **{"model.conditional": True}), DIGITS)
-  params, state = jax.jit(family.init)(jax.random.key(0), digits_batch())
+  params, state = compiled_init(family, 0, digits_batch())
   return family, params, state
 
 
@@ -522,7 +522,10 @@ def test_family_rejects_bad_config():
 
 
 def test_end_to_end_on_digits(workdir):
-  config = tiny_config("ddpm", **SMALL, **{"eval.bound_timesteps": 10})
+  # A one-level U-Net without attention (half the compile time): this test checks the loop and the
+  # bound's accounting; the default U-Net's structure is test_unet_shapes_and_conditioning's.
+  config = tiny_config("ddpm", **SMALL, **{"eval.bound_timesteps": 10, "model.unet.ch_mult": (1,),
+                                           "model.unet.attn_resolutions": ()})
   ts = train.train_and_evaluate(config, workdir)
   assert int(ts.step) == 4
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:

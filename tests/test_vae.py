@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import special
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, compiled_init, tiny_config
 from jaxgen import config_defaults, families, losses, train
 from jaxgen.data.spec import DataSpec
 from jaxgen.evaluation import interpolation
@@ -37,7 +37,7 @@ def build(config_name, spec, **overrides):
   lo, hi = spec.value_range
   batch = {"x": jnp.asarray(lo + (hi - lo) * x / (spec.levels - 1), jnp.float32),
            "label": jnp.arange(6, dtype=jnp.int32)}
-  params, state = jax.jit(family.init)(jax.random.key(0), batch)
+  params, state = compiled_init(family, 0, batch)
   return family, params, state, batch
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_vae import _discretized_logistic_log_prob, final_eval
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, compiled_init, tiny_config
 from jaxgen import config_defaults, families, train
 from jaxgen import data as data_lib
 from jaxgen.data.spec import DataSpec
@@ -29,7 +29,7 @@ def _family(**overrides):
   family = families.build(config, DIGITS)
   x = np.random.default_rng(0).integers(0, 17, (4, 8, 8, 1)) / 8.0 - 1.0
   batch = {"x": jnp.asarray(x, jnp.float32), "label": jnp.arange(4, dtype=jnp.int32)}
-  params, state = jax.jit(family.init)(jax.random.key(0), batch)
+  params, state = compiled_init(family, 0, batch)
   return family, params, state, batch
 
 
