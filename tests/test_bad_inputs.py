@@ -148,10 +148,8 @@ def _main(args: list[str], out_path: str, err_path: str) -> None:
   os._exit(code)
 
 
-def _run_main(args: list[str], scratch: str) -> subprocess.CompletedProcess:
-  """A case's process (``_main``, forked from the preloaded server) as a ``CompletedProcess``."""
-  context = multiprocessing.get_context("forkserver")
-  context.set_forkserver_preload(PRELOAD)
+def _run_main(context, args: list[str], scratch: str) -> subprocess.CompletedProcess:
+  """A case's process (``_main``, forked from ``context``'s preloaded server) as a ``CompletedProcess``."""
   out_path, err_path = scratch + ".out", scratch + ".err"
   process = context.Process(target=_main, args=(args, out_path, err_path))
   process.start()
@@ -184,6 +182,8 @@ def outcomes(tmp_path_factory):
   proc = subprocess.run([sys.executable, "-m", "jaxgen.main", *VAE, f"--workdir={trained}"], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  context = multiprocessing.get_context("forkserver")
+  context.set_forkserver_preload(PRELOAD)  # the server starts (and imports these) at the first case
 
   def run(case):
     name, args, _, _, kind = case
@@ -197,7 +197,7 @@ def outcomes(tmp_path_factory):
     before = _snapshot(workdir) if os.path.isdir(workdir) else {}
     if not any(a.startswith("--workdir") for a in args) and name != "workdir_flag_missing":
       args.append(f"--workdir={workdir}")
-    proc = _run_main(args, str(base / "cases" / f"{name}.log"))
+    proc = _run_main(context, args, str(base / "cases" / f"{name}.log"))
     after = _snapshot(workdir) if os.path.isdir(workdir) else {}
     return name, (proc, before, after)
 
