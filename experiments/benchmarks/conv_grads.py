@@ -37,6 +37,7 @@ import numpy as np
 from jaxgen.nn.conv_transpose import ConvTranspose
 from jaxgen.timing import peak_memory
 
+PASSES = ("forward", "input grad", "kernel grad")  # what every layer times in both frameworks
 #: --layers -> ((name, input side, input channels, output channels, kernel side, kind), ...); kind:
 #: "conv" (stride 1, SAME), "strided" (stride 2, SAME), "transposed" (stride 2, SAME: side doubles).
 LAYERS = {
@@ -131,7 +132,7 @@ def main() -> None:
   torch.set_num_threads(1)
   print(f"batch {args.batch}; CPU ms per call (best of rounds); PyTorch {torch.__version__} on 1 thread")
   print(f"{'layer':22s} {'pass':19s} {'XLA:CPU':>8s} {'PyTorch':>8s} {'ratio':>6s} {'peak memory':>14s}")
-  totals = {}  # pass -> [XLA:CPU ms, PyTorch ms] summed over the layers
+  jax_totals, torch_totals = [], []  # per layer: {pass: best CPU ms}
   for name, side, cin, cout, k, kind in LAYERS[args.layers]:
     fns = calls(args.batch, side, cin, cout, k, kind)
     best = {label: float("inf") for label in fns}
@@ -139,14 +140,14 @@ def main() -> None:
       for _ in range(args.rounds):  # alternating: the machine's load drifts
         for label, fn in fns.items():
           best[label] = min(best[label], cpu_ms(fn))
-    for part in ("forward", "input grad", "kernel grad", "kernel grad per tap")[:len(fns) - 3]:
+    jax_totals.append({part: best[f"jax {part}"] for part in PASSES})
+    torch_totals.append({part: best[f"torch {part}"] for part in PASSES})
+    for part in [p for p in (*PASSES, "kernel grad per tap") if f"jax {p}" in fns]:
       jax_ms, torch_ms = best[f"jax {part}"], best[f"torch {part.removesuffix(' per tap')}"]
       print(f"{name:22s} {part:19s} {jax_ms:8.1f} {torch_ms:8.1f} {torch_ms / jax_ms:5.2f}x {peak_memory():>14s}",
             flush=True)
-      if part != "kernel grad per tap":  # only the stride-1 layers have it
-        total = totals.setdefault(part, [0.0, 0.0])
-        total[0], total[1] = total[0] + jax_ms, total[1] + torch_ms
-  for part, (jax_ms, torch_ms) in totals.items():
+  for part in PASSES:  # every layer has these three ("per tap" only the stride-1 ones)
+    jax_ms, torch_ms = (sum(t[part] for t in totals) for totals in (jax_totals, torch_totals))
     print(f"{'all layers':22s} {part:19s} {jax_ms:8.1f} {torch_ms:8.1f} {torch_ms / jax_ms:5.2f}x")
   print("ratio = PyTorch CPU ms / XLA:CPU CPU ms (> 1: XLA is faster)")
   if args.layers == "dcgan":
