@@ -59,6 +59,7 @@ STAGE_ONE = {"latent_diffusion": ("model.autoencoder_workdir", "vae"), "vqvae_pr
 GPT2, UNET, FID, GLOW = "gpt2_small", "unet_cifar", "fid_10k", "glow_scan"
 SECTIONS = ("families", GPT2, UNET, FID)  # the check's parts by default, in the order they run
 OPTIONAL = (GLOW,)  # run only when --sections names them (after the default ones)
+KNOWN = SECTIONS + OPTIONAL
 STAGE_ONE_OF = {stage_one for _, stage_one in STAGE_ONE.values()}  # the families whose run a later one loads
 
 
@@ -266,7 +267,8 @@ def glow_scan(args, root: str) -> list[str]:
     _, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
     timing = compile_s if per_step is None else f"compile {compile_s:.1f} s, {1e3 * per_step:.1f} ms/step"
     cells.append(f"K={k} {'scan' if scan else 'unrolled'}: {timing}")
-  return [f"3 levels, width 512, batch {args.glow_batch} x 32x32x3", *cells]
+  shape = "x".join(map(str, spec.shape))
+  return [f"{c.model.num_levels} levels, width {c.model.hidden}, batch {args.glow_batch} x {shape}", *cells]
 
 
 def main(argv=None) -> None:
@@ -283,13 +285,12 @@ def main(argv=None) -> None:
                       help="seconds of the budget the family rows leave to the large models")
   parser.add_argument("--families", default="", help="comma-separated subset (default: every registered family)")
   parser.add_argument("--sections", default=",".join(SECTIONS),
-                      help=f"comma-separated subset of {','.join(SECTIONS + OPTIONAL)} (e.g. gpt2_small to compare "
+                      help=f"comma-separated subset of {','.join(KNOWN)} (e.g. gpt2_small to compare "
                            f"XLA flags; {','.join(OPTIONAL)} only when named)")
   args = parser.parse_args(argv)
   sections = set(args.sections.split(","))
-  if sections - set(SECTIONS + OPTIONAL):
-    parser.error(f"--sections: unknown {sorted(sections - set(SECTIONS + OPTIONAL))}; choose from "
-                 f"{','.join(SECTIONS + OPTIONAL)}")
+  if sections - set(KNOWN):
+    parser.error(f"--sections: unknown {sorted(sections - set(KNOWN))}; choose from {','.join(KNOWN)}")
   if args.dry_run:
     args.steps, args.big_steps, args.gpt_batch, args.unet_batch, args.glow_batch = 1, 2, 4, 4, 2
   budget = Budget(args.time_budget)
