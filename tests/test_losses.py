@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 from scipy import stats
 
 from jaxgen import losses
@@ -118,3 +120,34 @@ def test_gradient_penalty_of_a_linear_critic():
   w = jnp.array([3.0, 4.0])
   gp = losses.gradient_penalty(lambda x: x @ w, jnp.ones((8, 2)), jnp.zeros((8, 2)), jax.random.key(0))
   assert float(gp) == pytest.approx((5.0 - 1.0) ** 2, rel=1e-5)
+
+
+def test_categorical_nll_value_gradient_and_residuals(capsys):
+  """Against a float64 numpy reference: the value is -log softmax at the label, the gradient
+  ``g (softmax - onehot)``; bfloat16 logits give the float32 value of their upcast and a bfloat16
+  gradient; the backward pass keeps the logits as given, no float32 ``[..., V]`` tensor."""
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((3, 5, 11)) * 4
+  labels = rng.integers(0, 11, (3, 5))
+  g = rng.standard_normal((3, 5))
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  nll = -np.take_along_axis(log_softmax, labels[..., None], -1)[..., 0]
+  grad = g[..., None] * (np.exp(log_softmax) - np.eye(11)[labels])
+
+  value, vjp = jax.vjp(lambda x: losses.categorical_nll(x, jnp.asarray(labels)), jnp.asarray(logits, jnp.float32))
+  np.testing.assert_allclose(value, nll, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(vjp(jnp.asarray(g, jnp.float32))[0], grad, rtol=1e-5, atol=1e-6)
+
+  half = jnp.asarray(logits, jnp.bfloat16)
+  value, vjp = jax.vjp(lambda x: losses.categorical_nll(x, jnp.asarray(labels)), half)
+  chex.assert_type(value, jnp.float32)
+  chex.assert_trees_all_equal(value, losses.categorical_nll(half.astype(jnp.float32), jnp.asarray(labels)))
+  (half_grad,) = vjp(jnp.asarray(g, jnp.float32))
+  chex.assert_type(half_grad, jnp.bfloat16)
+  np.testing.assert_allclose(half_grad.astype(np.float32), grad, rtol=2e-2, atol=2e-2)
+
+  capsys.readouterr()
+  print_saved_residuals(lambda x: losses.categorical_nll(x, jnp.asarray(labels)).sum(), half)
+  saved = capsys.readouterr().out
+  assert "bf16[3,5,11]" in saved and "f32[3,5,11]" not in saved, saved

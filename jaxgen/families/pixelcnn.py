@@ -46,7 +46,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from jaxgen import config_defaults, losses, sampling
 from jaxgen.data.spec import DataSpec
@@ -187,7 +186,7 @@ class PixelCNNFamily(MaximumLikelihoodFamily):
     """``log p(raw_ijc | raw_<ijc)`` for every sub-pixel: ``[B, H, W, C]``."""
     out = self.net.apply(params["model"], self._net_input(raw), label)
     if self.config.model.output == "softmax":
-      return -optax.softmax_cross_entropy_with_integer_labels(out, raw)
+      return -losses.categorical_nll(out, raw)
     return logistic_mixture.log_prob(out, raw, self.levels)
 
   def log_prob(self, params, batch) -> jax.Array:

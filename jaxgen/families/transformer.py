@@ -22,8 +22,9 @@ cached=True)`` runs one ``lax.scan`` over positions with a fixed-shape key/value
 token per step); ``cached=False`` recomputes the full forward pass at every step (the naive
 reference). Both use the key ``fold_in(rng, t)`` at step ``t``, so they draw the same tokens.
 
-Accelerators: the blocks compute in ``train.compute_dtype`` (the residual stream, the parameters and
-the logits stay float32); ``model.remat`` recomputes each block's activations in the backward pass;
+Accelerators: the blocks and the head compute in ``train.compute_dtype`` (the residual stream and the
+parameters stay float32; the logits come out in the compute dtype and the loss upcasts them,
+``jaxgen.losses.categorical_nll``, so that the step never writes a float32 ``[B, T, V]`` tensor); ``model.remat`` recomputes each block's activations in the backward pass;
 ``model.attention`` picks ``jax.nn.dot_product_attention``'s implementation (``auto``: cuDNN's flash
 attention on a GPU in half precision, else XLA).
 """
@@ -36,9 +37,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxgen import config_defaults, sampling
+from jaxgen import config_defaults, losses, sampling
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
 from jaxgen.families.base import FAMILIES, Batch, Family, Metrics, Params, State, UpdateGroup
@@ -81,7 +81,7 @@ class Transformer(nn.Module):
     positions: ``"learned"`` (an added position embedding) or ``"rotary"`` (RoFormer).
     tie_weights: the head is the transposed token embedding (its first ``V`` rows).
     dropout: dropout rate on embeddings, attention weights and residual branches.
-    dtype: compute dtype of the blocks and the head (None: float32); the logits are float32.
+    dtype: compute dtype of the blocks, the head and the logits (None: float32).
     remat: recompute each block's activations in the backward pass (``jaxgen.nn.remat``).
     attention: ``jax.nn.dot_product_attention``'s implementation, ``"xla"`` or ``"cudnn"``.
   """
@@ -131,7 +131,7 @@ class Transformer(nn.Module):
       logits = x @ embed[:self.vocab_size].T.astype(x.dtype)
     else:
       logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")(x)
-    return logits.astype(jnp.float32), new_caches
+    return logits, new_caches
 
 
 @FAMILIES.register("transformer")
@@ -198,7 +198,7 @@ class TransformerFamily(Family):
     return jnp.concatenate([bos, x[:, :-1]], axis=1)
 
   def logits(self, params: Params, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-    """Logits ``[B, T, V]`` of ``p(x_t | x_<t)`` for targets ``x`` int ``[B, T]``.
+    """Logits ``[B, T, V]`` (in the compute dtype) of ``p(x_t | x_<t)`` for targets ``x`` int ``[B, T]``.
 
     Dropout is active iff an ``rng`` is given and ``model.dropout > 0``.
     """
@@ -209,7 +209,7 @@ class TransformerFamily(Family):
 
   def token_nll(self, params: Params, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """``-log p(x_t | x_<t)`` in nats, ``[B, T]``."""
-    return optax.softmax_cross_entropy_with_integer_labels(self.logits(params, x, rng), x)
+    return losses.categorical_nll(self.logits(params, x, rng), x)
 
   def init(self, rng: jax.Array, batch: Batch) -> tuple[Params, State]:
     variables = self.model.init(rng, self.shift_right(jnp.asarray(batch["x"], jnp.int32)))
@@ -247,8 +247,8 @@ class TransformerFamily(Family):
     variables = {"params": params["model"]}
 
     def draw(t, logits):
-      return sampling.sample_logits(jax.random.fold_in(rng, t), logits, temperature=temperature,
-                                    top_k=top_k, top_p=top_p)
+      return sampling.sample_logits(jax.random.fold_in(rng, t), logits.astype(jnp.float32),
+                                    temperature=temperature, top_k=top_k, top_p=top_p)
 
     if cached:
       head_dim = self.model.width // self.model.num_heads

@@ -35,9 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from jaxgen import config_defaults, sampling
+from jaxgen import config_defaults, losses, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.evaluation.likelihood import nats_to_bits_per_dim
@@ -183,7 +182,7 @@ class WaveNetFamily(MaximumLikelihoodFamily):
   def log_prob(self, params, batch) -> jax.Array:
     """Exact ``log p(x)`` in nats per example, ``[B]``."""
     logits = self.net.apply(params["model"], batch["x"], self._label(batch))
-    return -jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch["x"]), axis=1)
+    return -jnp.sum(losses.categorical_nll(logits, batch["x"]), axis=1)
 
   def per_example_metrics(self, params, batch):
     """Per-example ``nll_nats`` and ``bits_per_dim``, ``[B]`` each."""
