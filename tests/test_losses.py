@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.ad_checkpoint import print_saved_residuals
 from scipy import stats
@@ -137,6 +138,8 @@ def test_categorical_nll_value_gradient_and_residuals(capsys):
 
   value, vjp = jax.vjp(lambda x: losses.categorical_nll(x, jnp.asarray(labels)), jnp.asarray(logits, jnp.float32))
   np.testing.assert_allclose(value, nll, rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_equal(value, optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits, jnp.float32),
+                                                                                     jnp.asarray(labels)))
   np.testing.assert_allclose(vjp(jnp.asarray(g, jnp.float32))[0], grad, rtol=1e-5, atol=1e-6)
 
   half = jnp.asarray(logits, jnp.bfloat16)
