@@ -44,15 +44,23 @@ def test_dry_run_prints_one_row_per_family_within_its_budget():
 
 
 def test_sections_runs_only_the_parts_named(capsys):
-  """``--sections=fid_10k,glow_scan``: those rows alone, no family row (what an XLA-flag comparison of
-  one row uses); the optional Glow row lowers its three variants."""
+  """``--sections=gpt2_small,fid_10k,glow_scan``: those rows alone, no family row (what an XLA-flag
+  comparison of one row uses); the optional Glow row lowers its three variants; the GPT-2 row's
+  compiled step is followed by its byte table, whose rows add up to its total."""
   gpu_check = _load("gpu_check")
-  gpu_check.main(["--dry_run", "--sections=fid_10k,glow_scan"])
-  rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-  assert [r[0] for r in rows if r[0] not in ("family", "section", "---")] == ["fid_10k", "glow_scan"]
+  gpu_check.main(["--dry_run", "--sections=gpt2_small,fid_10k,glow_scan"])
+  out, profile = capsys.readouterr().out.split("## gpt2_small: where its compiled step moves bytes (hlo_bytes.py)")
+  rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| ")]
+  assert [r[0] for r in rows if r[0] not in ("family", "section", "---")] == ["gpt2_small", "fid_10k", "glow_scan"]
   glow = next(r for r in rows if r[0] == "glow_scan")
   assert [cell.split(":")[0] for cell in glow[2:5]] == ["K=8 unrolled", "K=8 scan", "K=32 scan"], glow
   assert all("lowered in" in cell for cell in glow[2:5]), glow
+  lines = profile.strip().splitlines()
+  kernels, total = lines[0].split(" kernels, ")
+  by_op = [line.strip("| ").split(" | ") for line in lines[4:lines.index("", 2)]]  # under its header
+  assert sum(int(n) for _, n, _ in by_op) == int(kernels) > 0, profile
+  total_gb = float(total.split()[0])
+  assert total_gb > 0 and abs(sum(float(gb) for _, _, gb in by_op) - total_gb) <= 1e-3 * total_gb, profile
   with pytest.raises(SystemExit):
     gpu_check.main(["--dry_run", "--sections=fid"])
 

@@ -13,7 +13,8 @@ under one wall-clock budget (``--time_budget``; a section that would start after
 2. the transformer at GPT-2-small size (12 layers, width 768, 12 heads, context 1024, vocabulary
    50304, bfloat16, AdamW) on random tokens: tokens/s and MFU = achieved / peak bf16 FLOP/s, with
    ``6 N + 12 L T W`` FLOPs per token (``N`` parameters without the position table, ``W`` the
-   width: the PaLM / nanoGPT count, attention's causal half counted whole);
+   width: the PaLM / nanoGPT count, attention's causal half counted whole), and after the large
+   models the bytes its compiled step moves, by op and by source (``hlo_bytes.py``; ``--hlo_top``);
 3. the DDPM U-Net at CIFAR-10 size (32x32x3, Ho et al.: 128 channels, ch_mult 1,2,2,2, 2 blocks,
    attention at 16x16; batch 128) on random images: images/s;
 4. FID of 10k vs 10k 2048-d random features (``jaxgen.evaluation.gaussian_stats`` +
@@ -45,6 +46,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # hlo_bytes, beside this script
+import hlo_bytes  # noqa: E402
+
 from jaxgen import checkpoint as checkpoint_lib  # noqa: E402
 from jaxgen import config_defaults, evaluation, families, optim, parallel, train  # noqa: E402
 from jaxgen.data.spec import DataSpec  # noqa: E402
@@ -90,10 +94,9 @@ def run_section(budget: Budget, name: str, fn, min_left: float = 0.0) -> None:
     say(f"| {name} | error: {type(e).__name__}: {' '.join(str(e).split())[:300]} |")
 
 
-def timed_steps(exp: train.Experiment, ts, batches, steps: int):
-  """Compiles and runs the trainer's step: ``(state, compile seconds, seconds per step)`` over
+def timed_steps(step, ts, batches, steps: int):
+  """Compiles and runs ``step`` (the trainer's): ``(state, compile seconds, seconds per step)`` over
   ``steps`` steps after the first; at most two steps in flight (as the trainer)."""
-  step = train.make_train_step(exp)
   t = time.perf_counter()
   ts, metrics = step(ts, next(batches))
   jax.block_until_ready((ts, metrics))
@@ -141,7 +144,7 @@ def train_family(name: str, steps: int, overrides: dict, workdirs: dict[str, str
     train.save_config(config, workdir)
     batches = exp.data.iterate_train(0, transform=lambda b: parallel.global_batch(b, exp.mesh))
     try:
-      ts, compile_s, per_step = timed_steps(exp, ts, (b for _, b in batches), steps)
+      ts, compile_s, per_step = timed_steps(train.make_train_step(exp), ts, (b for _, b in batches), steps)
     finally:
       batches.close()
     if name in STAGE_ONE_OF:
@@ -171,22 +174,24 @@ class RandomData:
 
 
 def synthetic_run(config, spec: DataSpec, steps: int, root: str, lower_only: bool = False):
-  """The trainer's step on random data of ``spec``: ``(experiment, compile s, s per step)``;
-  ``lower_only``: ``(experiment, "lowered in ... s", None)``."""
+  """The trainer's step on random data of ``spec``: ``(experiment, compile s, s per step, the
+  compiled step's optimised HLO text)``; ``lower_only``: ``(experiment, "lowered in ... s", None, None)``."""
   family = families.build(config, spec)
   mesh = parallel.make_mesh()
   data = RandomData(spec, config.train.batch_size)
   exp = train.Experiment(config, root, mesh, data, family, optim.optimizers(config, family.networks), [])
   if lower_only:
-    return exp, lowered(exp, next(data.batches(mesh))), None
+    return exp, lowered(exp, next(data.batches(mesh))), None, None
   ckpt = checkpoint_lib.Checkpointer(os.path.join(root, f"{config.model.family}_{time.time_ns()}"), 1)
   try:
     ts = train.init_or_restore(exp, ckpt)
   finally:
     ckpt.close()
-  ts, compile_s, per_step = timed_steps(exp, ts, data.batches(mesh), steps)
+  step = train.make_train_step(exp)
+  ts, compile_s, per_step = timed_steps(step, ts, data.batches(mesh), steps)
+  hlo = step.lower(ts, next(data.batches(mesh))).compile().as_text()  # the executable just run, cached
   del ts
-  return exp, compile_s, per_step
+  return exp, compile_s, per_step, hlo
 
 
 def peak_flops(kind: str) -> float | None:
@@ -204,7 +209,7 @@ def gpt2_small(args, root: str) -> list[str]:
   c.train.ema_decay = 0.0
   c.optim.model.decay_steps = 1000
   spec = DataSpec("random_tokens", "text", (seq_len,), levels=vocab)
-  exp, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root)
+  exp, compile_s, per_step, args.gpt2_hlo = synthetic_run(c, spec, args.big_steps, root)
   params = exp.abstract_state().params["model"]
   n = sum(int(np.prod(leaf.shape)) for k, sub in params.items() if k != "pos_embed" for leaf in jax.tree.leaves(sub))
   flops_per_token = 6 * n + 12 * c.model.num_layers * seq_len * c.model.width
@@ -231,7 +236,7 @@ def unet_cifar(args, root: str) -> list[str]:
   spec = DataSpec("random_images", "image", shape, levels=256)
   if families.FAMILIES.get("ddpm").mixed_precision:
     c.train.compute_dtype = "bfloat16"
-  exp, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
+  exp, compile_s, per_step, _ = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(exp.abstract_state().params))
   size = f"{n / 1e6:.1f}M params, batch {c.train.batch_size} x {'x'.join(map(str, shape))}, {c.train.compute_dtype}"
   if per_step is None:
@@ -264,7 +269,7 @@ def glow_scan(args, root: str) -> list[str]:
     c = config_defaults.load(os.path.join(ROOT, "configs", "glow_cifar10.py"))
     c.model.update(steps_per_level=1 if args.dry_run else k, scan_steps=scan, **({"hidden": 8} if args.dry_run else {}))
     c.train.update(batch_size=args.glow_batch, steps=args.big_steps + 1, ema_decay=0.0)
-    _, compile_s, per_step = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
+    _, compile_s, per_step, _ = synthetic_run(c, spec, args.big_steps, root, lower_only=args.dry_run)
     timing = compile_s if per_step is None else f"compile {compile_s:.1f} s, {1e3 * per_step:.1f} ms/step"
     cells.append(f"K={k} {'scan' if scan else 'unrolled'}: {timing}")
   shape = "x".join(map(str, spec.shape))
@@ -282,6 +287,8 @@ def main(argv=None) -> None:
   parser.add_argument("--unet_batch", type=int, default=128, help="U-Net images per step")
   parser.add_argument("--glow_batch", type=int, default=16, help="Glow images per step (glow_scan)")
   parser.add_argument("--attention", default="auto", help="the transformer's model.attention: auto | xla | cudnn")
+  parser.add_argument("--hlo_top", type=int, default=12,
+                      help="sources in the GPT-2 step's byte table (hlo_bytes.py; 0: no table)")
   parser.add_argument("--reserve", type=float, default=130.0,
                       help="seconds of the budget the family rows leave to the large models")
   parser.add_argument("--families", default="", help="comma-separated subset (default: every registered family)")
@@ -320,6 +327,9 @@ def main(argv=None) -> None:
                                (FID, lambda: fid(args), 10), (GLOW, lambda: glow_scan(args, root), 60)):
       if name in sections:
         run_section(budget, name, fn, min_left=min_left)
+    if args.hlo_top and getattr(args, "gpt2_hlo", None):
+      say(f"\n## {GPT2}: where its compiled step moves bytes (hlo_bytes.py)\n")
+      hlo_bytes.print_tables(hlo_bytes.entry_ops(args.gpt2_hlo), args.hlo_top, say)
   say(f"\ntotal {time.perf_counter() - budget.start:.0f} s")
 
 

@@ -1,8 +1,10 @@
 """Where a compiled step moves its bytes: each top-level op of an optimised XLA HLO module, by the
 bytes of its operands plus its outputs, summed by op and by source line.
 
-    XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_as_text" experiments/benchmarks/gpu_check.sh --sections=gpt2_small
+    XLA_FLAGS="--xla_dump_to=/tmp/dump --xla_dump_hlo_as_text" python -m jaxgen.main ...  # any compiled step
     python experiments/benchmarks/hlo_bytes.py /tmp/dump/module_*.jit_step.*after_optimizations.txt [--top=30]
+
+``gpu_check.py`` prints these tables for its GPT-2 row (the compiled step's ``as_text()``).
 
 On a GPU every top-level op of the entry computation is one kernel (a fusion, a cuBLAS / cuDNN
 call, a copy) that reads its operands from device memory and writes its outputs there, so these
@@ -80,7 +82,18 @@ def totals(ops: list[Op], key) -> list[tuple[str, int, int]]:
 
 def by_source(op: Op) -> str:
   """The op's JAX source with layer numbers folded (``block7/`` -> ``blockN/``)."""
-  return op.kind.split()[0] + ": " + re.sub(r"(block|layer)[0-9]+", r"\1N", op.source)
+  return op.kind.split()[0] + ": " + (re.sub(r"(block|layer)[0-9]+", r"\1N", op.source) or "(no source)")
+
+
+def print_tables(ops: list[Op], top: int = 30, say=print) -> None:
+  """The total, the bytes by op, and the ``top`` sources by bytes, as markdown tables."""
+  say(f"{len(ops)} kernels, {sum(op.bytes for op in ops) / 1e9:.4g} GB read + written\n")
+  say("| op | kernels | GB |\n| --- | --- | --- |")
+  for kind, n, size in totals(ops, lambda op: op.kind):
+    say(f"| {kind} | {n} | {size / 1e9:.4g} |")
+  say("\n| source (layers folded) | kernels | GB |\n| --- | --- | --- |")
+  for source, n, size in totals(ops, by_source)[:top]:
+    say(f"| {source} | {n} | {size / 1e9:.4g} |")
 
 
 def main(argv=None) -> None:
@@ -89,14 +102,7 @@ def main(argv=None) -> None:
   parser.add_argument("--top", type=int, default=30, help="rows of the by-source table")
   args = parser.parse_args(argv)
   with open(args.hlo) as f:
-    ops = entry_ops(f.read())
-  total = sum(op.bytes for op in ops)
-  print(f"{len(ops)} kernels, {total / 1e9:.2f} GB read + written\n\n| op | kernels | GB |\n| --- | --- | --- |")
-  for kind, n, size in totals(ops, lambda op: op.kind):
-    print(f"| {kind} | {n} | {size / 1e9:.2f} |")
-  print("\n| source (layers folded) | kernels | GB |\n| --- | --- | --- |")
-  for source, n, size in totals(ops, by_source)[:args.top]:
-    print(f"| {source} | {n} | {size / 1e9:.2f} |")
+    print_tables(entry_ops(f.read()), args.top)
 
 
 if __name__ == "__main__":
