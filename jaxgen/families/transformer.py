@@ -22,11 +22,12 @@ cached=True)`` runs one ``lax.scan`` over positions with a fixed-shape key/value
 token per step); ``cached=False`` recomputes the full forward pass at every step (the naive
 reference). Both use the key ``fold_in(rng, t)`` at step ``t``, so they draw the same tokens.
 
-Accelerators: the blocks and the head compute in ``train.compute_dtype`` (the residual stream and the
-parameters stay float32; the logits come out in the compute dtype and the loss upcasts them,
-``jaxgen.losses.categorical_nll``, so that the step never writes a float32 ``[B, T, V]`` tensor); ``model.remat`` recomputes each block's activations in the backward pass;
-``model.attention`` picks ``jax.nn.dot_product_attention``'s implementation (``auto``: cuDNN's flash
-attention on a GPU in half precision, else XLA).
+Accelerators: the blocks and the head compute in ``train.compute_dtype`` (the residual stream and
+the parameters stay float32; the logits come out in the compute dtype and the loss upcasts them,
+``jaxgen.losses.categorical_nll``, so that the step never writes a float32 ``[B, T, V]`` tensor);
+``model.remat`` recomputes each block's activations in the backward pass; ``model.attention``
+picks ``jax.nn.dot_product_attention``'s implementation (``auto``: cuDNN's flash attention on a GPU
+in half precision, else XLA).
 """
 
 from __future__ import annotations
