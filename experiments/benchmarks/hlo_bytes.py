@@ -9,8 +9,8 @@ bytes of its operands plus its outputs, summed by op and by source line.
 On a GPU every top-level op of the entry computation is one kernel (a fusion, a cuBLAS / cuDNN
 call, a copy) that reads its operands from device memory and writes its outputs there, so these
 sums bound the step's memory traffic; over the card's bandwidth they give the time of the
-memory-bound part, beside the matrix products' FLOPs over its matrix rate (the two floors of
-``../.library/device/METHOD.md``). The count is an upper bound where a fusion reads only part of
+memory-bound part, beside the matrix products' FLOPs over its matrix rate: the two floors of the
+step, whose sum against the measured time says what bounds it. The count is an upper bound where a fusion reads only part of
 an operand (a slice, a gather). No library reads this off a compiled module (XLA's own
 ``cost_analysis()`` gives one total, not the split), hence the parser: it needs only the text
 format's ``%name = shape op(operands), ..., metadata={op_name="..."}`` lines, and ``%t#k`` for
