@@ -10,8 +10,8 @@ On a GPU every top-level op of the entry computation is one kernel (a fusion, a 
 call, a copy) that reads its operands from device memory and writes its outputs there, so these
 sums bound the step's memory traffic; over the card's bandwidth they give the time of the
 memory-bound part, beside the matrix products' FLOPs over its matrix rate: the two floors of the
-step, whose sum against the measured time says what bounds it. The count is an upper bound where a fusion reads only part of
-an operand (a slice, a gather). No library reads this off a compiled module (XLA's own
+step, whose sum against the measured time says what bounds it. The count is an upper bound where a
+fusion reads only part of an operand (a slice, a gather). No library reads this off a compiled module (XLA's own
 ``cost_analysis()`` gives one total, not the split), hence the parser: it needs only the text
 format's ``%name = shape op(operands), ..., metadata={op_name="..."}`` lines, and ``%t#k`` for
 element ``k`` of a tuple-shaped value.
@@ -58,9 +58,8 @@ def entry_ops(hlo_text: str) -> list[Op]:
     sizes[name] = array_bytes(shape)
     if op in _NO_KERNEL:
       continue
-    written = sum(sizes[name])
-    if op == "custom-call":  # a library call's tuple ends in its scratch buffer (s8 / u8), not data
-      written = sum(array_bytes(_ARRAY.sub(lambda m: m.group(0) if m.group(1) not in ("s8", "u8") else "", shape)))
+    scratch = ("s8", "u8") if op == "custom-call" else ()  # a library call's tuple ends in its scratch buffer
+    written = sum(size for (t, _), size in zip(_ARRAY.findall(shape), sizes[name]) if t not in scratch)
     read = sum(sizes[a][int(k)] if k else sum(sizes[a])
                for a, k in re.findall(r"%([\w.\-]+)(?:#(\d+))?", rest.split("), ")[0]) if a in sizes)
     target = re.search(r'custom_call_target="([^"]+)"', rest)
