@@ -23,8 +23,9 @@ token per step); ``cached=False`` recomputes the full forward pass at every step
 reference). Both use the key ``fold_in(rng, t)`` at step ``t``, so they draw the same tokens.
 
 Accelerators: the blocks and the head compute in ``train.compute_dtype`` (the residual stream and
-the parameters stay float32; the logits come out in the compute dtype and the loss upcasts them,
-``jaxgen.losses.categorical_nll``, so that the step never writes a float32 ``[B, T, V]`` tensor);
+the parameters stay float32; the logits come out in the compute dtype and the loss,
+``jaxgen.losses.categorical_nll``, and the sampler, ``jaxgen.sampling.process_logits``, upcast
+them, so that the step never writes a float32 ``[B, T, V]`` tensor);
 ``model.remat`` recomputes each block's activations in the backward pass; ``model.attention``
 picks ``jax.nn.dot_product_attention``'s implementation (``auto``: cuDNN's flash attention on a GPU
 in half precision, else XLA).
@@ -248,8 +249,8 @@ class TransformerFamily(Family):
     variables = {"params": params["model"]}
 
     def draw(t, logits):
-      return sampling.sample_logits(jax.random.fold_in(rng, t), logits.astype(jnp.float32),
-                                    temperature=temperature, top_k=top_k, top_p=top_p)
+      return sampling.sample_logits(jax.random.fold_in(rng, t), logits, temperature=temperature,
+                                    top_k=top_k, top_p=top_p)
 
     if cached:
       head_dim = self.model.width // self.model.num_heads
