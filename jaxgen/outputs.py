@@ -80,16 +80,32 @@ def write_image_grid(images: np.ndarray, spec: DataSpec, path: str | os.PathLike
 
 
 def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str | os.PathLike, title: str = "") -> None:
-  """Samples ``[N, 2]`` as dots over a 2-D histogram of the data ``[M, 2]`` (the data density)."""
+  """Samples ``[N, D]`` against the data ``[M, D]``. ``D >= 2``: dots over a 2-D histogram of the
+  data (the density), on the first two coordinates (the title says so when ``D > 2``). ``D = 1``:
+  the samples' histogram over the data's, on shared bins of their finite values."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-  if data is not None and len(data):
-    lim = np.abs(data).max() * 1.15
-    ax.hist2d(data[:, 0], data[:, 1], bins=120, range=[[-lim, lim], [-lim, lim]], cmap="Greys")
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-  ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.6)
-  ax.set_aspect("equal")
+  has_data = data is not None and len(data) > 0
+  if points.shape[1] == 1:
+    samples, real = points[:, 0], data[:, 0] if has_data else np.zeros(0)
+    samples, real = samples[np.isfinite(samples)], real[np.isfinite(real)]
+    both = np.concatenate([samples, real])
+    bins = np.histogram_bin_edges(both if len(both) else np.zeros(1), bins=60)
+    for values, style in ((real, {"color": "0.75", "label": "data"}),
+                          (samples, {"histtype": "step", "color": "tab:red", "label": "samples"})):
+      if len(values):
+        ax.hist(values, bins=bins, density=True, **style)
+    ax.legend()
+  else:
+    if has_data:
+      lim = np.abs(data[:, :2]).max() * 1.15
+      ax.hist2d(data[:, 0], data[:, 1], bins=120, range=[[-lim, lim], [-lim, lim]], cmap="Greys")
+      ax.set_xlim(-lim, lim)
+      ax.set_ylim(-lim, lim)
+    ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.6)
+    ax.set_aspect("equal")
+    if points.shape[1] > 2:
+      title = f"{title} (coordinates 0, 1 of {points.shape[1]})"
   ax.set_title(title)
   _savefig(fig, path)
   plt.close(fig)
@@ -113,6 +129,10 @@ def write_density_plot(data: np.ndarray, density: np.ndarray, lim: tuple[float, 
 
 
 def decode_text(tokens: np.ndarray, spec: DataSpec) -> list[str]:
+  """Token rows ``[N, T]`` -> one string each: the characters of ``spec.vocab``, or the token ids
+  separated by spaces when the data has no vocabulary (integer token arrays)."""
+  if not spec.vocab:
+    return [" ".join(str(int(t)) for t in row) for row in np.asarray(tokens)]
   return ["".join(spec.vocab[int(t)] for t in row) for row in np.asarray(tokens)]
 
 

@@ -102,7 +102,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
   family = families.build(config, data.spec)
-  evaluators = evaluation.prepare(config, data.spec, family)
+  evaluators = evaluation.prepare(config, data.spec, family, data.num_test)
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
   optim.resolve_decay_steps(config, saved.saved_config())  # an extended run keeps its schedule
   saved.close()

@@ -3,6 +3,7 @@ decoded values, splits, labels, the decode cache, random flips (exact on resume)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import string
 
@@ -191,14 +192,39 @@ def test_skip_bad_files_counts_and_skips(tmp_path, cache_max_bytes, caplog):
                                    cache_max_bytes=cache_max_bytes, **o)
   with pytest.raises(UserError, match=r"file test/1.png cannot be read as an image.*skip_bad_files=True"):
     build(config())
-  got = raw_pixels(all_examples(build(config(skip_bad_files=True))))
-  np.testing.assert_array_equal(got, [pixels["test/0.png"], pixels["test/2.png"]])
-  assert "skipped 2 bad files (data.skip_bad_files=True): test/1.png, test/3.png" in caplog.text
+  for _ in range(2):  # decoded, then (cache_max_bytes=0) read back from the .npy cache: counted both times
+    caplog.clear()
+    got = raw_pixels(all_examples(build(config(skip_bad_files=True))))
+    np.testing.assert_array_equal(got, [pixels["test/0.png"], pixels["test/2.png"]])
+    assert "skipped 2 bad files (data.skip_bad_files=True): test/1.png, test/3.png" in caplog.text
   write_images(tmp_path / "d", ["test/1.png"], size=(3, 3))  # now only the truncated file is bad
   with pytest.raises(UserError, match=r"file test/3.png cannot be read as an image \(OSError: .*truncated"):
     build(config())
   if cache_max_bytes == 0:  # the cache file being written was removed
     assert not [f for f in os.listdir(tmp_path / "c") if f.endswith(".tmp")]
+
+
+def test_symlinked_class_folders_odd_names_and_broken_links(tmp_path, caplog):
+  # Class folders linked into place are read (each real folder once: a link back to an ancestor does
+  # not loop); a file name that is not UTF-8 is listed and split by its bytes; a broken link is
+  # skipped with data.skip_bad_files=True.
+  pixels = write_images(tmp_path / "store", ["cat/0.png", "cat/1.png", "dog/0.png"], size=(2, 2))
+  (tmp_path / "d").mkdir()
+  os.symlink(tmp_path / "store" / "cat", tmp_path / "d" / "cat")
+  os.symlink(tmp_path / "store" / "dog", tmp_path / "d" / "dog")
+  os.symlink(tmp_path / "d", tmp_path / "store" / "dog" / "loop")
+  os.symlink(tmp_path / "nowhere.png", tmp_path / "d" / "cat" / "2.png")
+  odd = os.fsencode(tmp_path / "store" / "dog") + b"/caf\xe9.png"
+  Image.fromarray(pixels["dog/0.png"]).save(odd.decode("utf-8", "surrogateescape"))
+  p = build(make_config(f"images:{tmp_path / 'd'}", labels_from_folders=True, skip_bad_files=True,
+                        test_fraction=0.5))
+  assert p.spec.num_classes == 2 and p.num_train + p.num_test == 4
+  assert "skipped 1 files that cannot be opened: cat/2.png" in caplog.text
+  both = {k: np.concatenate([all_examples(p, s)[k] for s in ("train", "test")]) for k in ("x", "label")}
+  np.testing.assert_array_equal(np.bincount(both["label"]), [2, 2])
+  name = "dog/caf\udce9.png"
+  assert files.hash_fraction(name) == int.from_bytes(hashlib.sha256(b"dog/caf\xe9.png").digest()[:8],
+                                                     "big") / 2.0**64
 
 
 # -------------------------------------------------------------------------------------- flips
@@ -375,6 +401,15 @@ def _bad_inputs(tmp):
   write_wav(tmp / "rate" / "a.wav", np.zeros(10, np.int16), rate=16000)
   write_wav(tmp / "rates" / "a.wav", np.zeros(10, np.int16), rate=16000)
   write_wav(tmp / "rates" / "b.wav", np.zeros(10, np.int16), rate=8000)
+  np.savez(tmp / "whole.npz", x=np.zeros((64, 3), np.float32))
+  (tmp / "truncated.npz").write_bytes((tmp / "whole.npz").read_bytes()[:100])
+  np.save(tmp / "single.npy", np.zeros((4, 3), np.float32))
+  os.rename(tmp / "single.npy", tmp / "single.npz")
+  np.save(tmp / "no_tokens.npy", np.zeros((0, 16), np.int64))
+  np.savez(tmp / "wide_test.npz", x=np.zeros((4, 2, 2, 1), np.uint8), x_test=np.zeros((2, 2, 2, 1), np.uint16))
+  np.save(tmp / "float_images.npy", np.zeros((4, 2, 2, 1), np.float32))
+  write_images(tmp / "dangling", ["a.png"], size=(2, 2))
+  os.symlink(tmp / "nowhere.png", tmp / "dangling" / "b.png")
   return [
       (f"images:{tmp / 'missing'}", {}, "no such folder"),
       (f"images:{tmp / 'latin1.txt'}", {}, "is a file"),
@@ -394,6 +429,14 @@ def _bad_inputs(tmp):
       (f"audio:{tmp / 'rate'}", {"sample_rate": 8000},
        "a.wav has a sample rate of 16000 Hz, not data.sample_rate=8000"),
       (f"audio:{tmp / 'rates'}", {}, "different sample rates \\(a.wav: 16000 Hz, b.wav: 8000 Hz\\)"),
+      (f"audio:{tmp / 'rates'}", {"skip_bad_files": True},
+       "set data.sample_rate to the rate to keep and data.skip_bad_files=True"),
+      (f"arrays:{tmp / 'truncated.npz'}", {}, "truncated.npz cannot be read as .npz \\(BadZipFile"),
+      (f"arrays:{tmp / 'single.npz'}", {}, "single .npy array, not a .npz archive; name it .npy"),
+      (f"arrays:{tmp / 'no_tokens.npy'}", {}, "x has no tokens \\(shape \\(0, 16\\)\\)"),
+      (f"arrays:{tmp / 'wide_test.npz'}", {}, "x_test \\(uint16 .* does not match x \\(uint8"),
+      (f"arrays:{tmp / 'float_images.npy'}", {}, "in \\[0, 1\\]: np.round\\(x \\* 255\\).astype\\(np.uint8\\)"),
+      (f"images:{tmp / 'dangling'}", {}, "file b.png cannot be opened .*a broken symbolic link"),
       ("images:", {}, "names no path"),
   ]
 

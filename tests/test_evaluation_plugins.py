@@ -179,7 +179,7 @@ def test_evaluator_registered_after_the_config_gets_its_defaults_at_setup():
       return {"every": 7, "scale": 2.0}
 
   config.eval.metrics = ("test_late",)
-  (late,) = evaluation.prepare(config, DataSpec("p", "points", (2,)), None)
+  (late,) = evaluation.prepare(config, DataSpec("p", "points", (2,)), None, num_real=0)
   assert isinstance(late, Late) and late.every(config) == 7 and config.eval.test_late.scale == 2.0
   config_defaults.apply_overrides(config, ["eval.test_late.every=3"])  # now an ordinary config field
   assert late.every(config) == 3
@@ -239,6 +239,33 @@ def _experiment(workdir, family, metrics, **overrides):
   ts = train.init_or_restore(exp, ckpt)  # a fresh state: mu = MU
   ckpt.close()
   return exp, ts
+
+
+def test_a_test_split_too_small_for_a_metric_stops_before_training(tmp_path, caplog):
+  # The feature metrics compare eval.num_samples samples with the first as many test examples:
+  # precision/recall (k = 3) needs 4 of them, FID 2 (none with reference statistics), IS none.
+  spec = DataSpec("p", "points", (2,))
+  config = _config(**{"eval.metrics": ("fid", "precision_recall"), "eval.num_samples": 64})
+  with pytest.raises(UserError, match=r"'precision_recall' needs >= 4 real examples, and the test split of p has 3"):
+    evaluation.prepare(config, spec, None, num_real=3)
+  caplog.clear()
+  assert len(evaluation.prepare(config, spec, None, num_real=4)) == 2
+  assert "compare eval.num_samples=64 samples with the 4 examples of the test split of p" in caplog.text
+  caplog.clear()
+  evaluation.prepare(config, spec, None, num_real=64)
+  assert "test split" not in caplog.text
+  with pytest.raises(UserError, match=r"'fid' needs >= 2 real examples"):
+    evaluation.prepare(_config(**{"eval.metrics": ("fid",)}), spec, None, num_real=1)
+  images = DataSpec("rgb", "image", (4, 4, 3), levels=256)
+  assert len(evaluation.prepare(_config(**{"eval.metrics": ("is",), "eval.features": "inception"}),
+                                images, None, num_real=0)) == 0  # no weights: skipped, but not refused
+  # Through the trainer: refused before the first step, so no checkpoint is written.
+  np.save(tmp_path / "points.npy", np.random.default_rng(0).standard_normal((40, 2)).astype(np.float32))
+  run = tiny_config("flow2d", **{"data.name": f"arrays:{tmp_path / 'points.npy'}", "data.test_fraction": 0.05,
+                                 "eval.metrics": ("precision_recall",)})
+  with pytest.raises(UserError, match="needs >= 4 real examples, and the test split of arrays:.* has [0-3]:"):
+    train.train_and_evaluate(run, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(tmp_path / "run" / "checkpoints")
 
 
 def test_density_plot_draws_the_closed_form_density(workdir, monkeypatch):

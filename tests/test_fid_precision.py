@@ -7,10 +7,14 @@ float32 values would miss by ``~u |x|^2 = 6e-8 * 1e6``: five orders of magnitude
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import scipy.linalg
 
+from conftest import ROOT
 from jaxgen import evaluation as ev
 
 OFFSET = 1e3
@@ -73,6 +77,25 @@ def test_fid_matches_float64_reference(dtype, tol):
   x1 = (OFFSET + rng.standard_normal((2000, 128)) @ mix).astype(np.float32).astype(dtype)
   x2 = (OFFSET + 0.02 + 1.1 * rng.standard_normal((2000, 128)) @ mix).astype(np.float32).astype(dtype)
   np.testing.assert_allclose(ev.fid_from_features(x1, x2), _float64_fid(x1, x2), rtol=tol)
+
+
+def test_benchmark_lapack_floor_route_computes_the_same_fid():
+  # experiments/benchmarks/metrics.py --lapack-floor times the Cholesky route as single BLAS /
+  # LAPACK calls (float32 ssyrk of rows centred on a float32-rounded mean, dpotrf, dsygst, dsytrd,
+  # dsterf); its speed-up bounds jaxgen's only if it computes the same FID.
+  path = os.path.join(ROOT, "experiments", "benchmarks", "metrics.py")
+  spec = importlib.util.spec_from_file_location("metrics_benchmark", path)
+  metrics = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(metrics)
+  rng = np.random.default_rng(4)
+  mix = np.eye(96) + 0.05 * rng.standard_normal((96, 96))
+  x1 = (OFFSET + rng.standard_normal((1500, 96)) @ mix).astype(np.float32)
+  x2 = (OFFSET + 0.02 + 1.1 * rng.standard_normal((1500, 96)) @ mix).astype(np.float32)
+  (mu1, s1), (mu2, s2) = metrics._lapack_stats(x1), metrics._lapack_stats(x2)
+  for x, mu, s in ((x1, mu1, s1), (x2, mu2, s2)):
+    ref = np.cov(x.astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(np.tril(s), np.tril(ref), rtol=0, atol=1e-6 * np.abs(ref).max())
+  np.testing.assert_allclose(metrics._lapack_frechet(mu1, s1, mu2, s2), _float64_fid(x1, x2), rtol=1e-6)
 
 
 def test_fid_closed_form_with_graded_spectrum():

@@ -118,7 +118,8 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 
 
 def test_every_writer_reaches_a_remote_path(fake_gcs):
-  """PNG grid and scatter, text, wav, the density plot: encoded in memory, written through epath."""
+  """PNG grid and scatter (1, 2, 3 coordinates), text (with and without a vocabulary), wav, the
+  density plot: encoded in memory, written through epath."""
   import io
   import wave
 
@@ -135,9 +136,16 @@ def test_every_writer_reaches_a_remote_path(fake_gcs):
   points = DataSpec("ring8", "points", (2,))
   outputs.write_samples(np.zeros((5, 2)), points, root / "pts", data=np.ones((7, 2)))
   assert (root / "pts.png").read_bytes().startswith(b"\x89PNG")
+  for d in (1, 3):  # one coordinate: two histograms; more than two: the first two
+    outputs.write_samples(np.full((5, d), np.nan), DataSpec("p", "points", (d,)), root / f"pts{d}",
+                          data=np.ones((7, d)))
+    assert (root / f"pts{d}.png").read_bytes().startswith(b"\x89PNG")
   text = DataSpec("chars", "text", (3,), levels=2, vocab=("a", "b"))
   outputs.write_samples(np.array([[0, 1, 1], [1, 0, 0]]), text, root / "txt")
   assert (root / "txt.txt").read_text() == "--- sample 0\nabb\n--- sample 1\nbaa\n"
+  tokens = DataSpec("ids", "text", (3,), levels=12)  # integer token arrays have no vocabulary
+  outputs.write_samples(np.array([[0, 11, 1]]), tokens, root / "ids")
+  assert (root / "ids.txt").read_text() == "--- sample 0\n0 11 1\n"
   audio = DataSpec("tones", "audio", (4,), levels=3, sample_rate=8000)
   paths = outputs.write_samples(np.array([[0, 1, 2, 1]]), audio, root / "clip")
   with wave.open(io.BytesIO(workdir.path(paths[0]).read_bytes())) as f:

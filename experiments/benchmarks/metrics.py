@@ -2,7 +2,7 @@
 
     python experiments/benchmarks/metrics.py [--n 10000] [--dim 2048] [--block-size 1024]
                                              [--repeats 1] [--skip-scipy] [--skip-float64]
-                                             [--skip-manifold]
+                                             [--skip-manifold] [--lapack-floor]
 
 Prints, in one run:
 * FID on two ``n x dim`` float32 feature sets: jaxgen (streaming statistics merged in float64 with
@@ -14,6 +14,10 @@ Prints, in one run:
   congruence ``L^T S2 L`` and its eigenvalues by ``scipy.linalg.eigvalsh``), and whether the rule of
   ``jaxgen.evaluation.gaussian`` holds: relative error ``<= 1e-6`` for float32 features, within 10x
   of the scipy route's for float64 features;
+* with ``--lapack-floor``, the floor of the Cholesky route on this CPU: every step a single BLAS /
+  LAPACK call through scipy (``ssyrk`` on float32-centred features, ``dpotrf``, ``dsygst``,
+  ``dsytrd``, ``dsterf``), timed in the same run as the scipy route, so the speed-up that the
+  algorithm allows here is measured rather than estimated;
 * precision/recall (k=3) + density/coverage (k=5) on ``n`` vs ``n`` features (three blocked
   passes);
 jaxgen's functions are timed after one untimed call that compiles them. Each row gives the
@@ -65,6 +69,33 @@ def _reference_frechet(mu1, s1, mu2, s2):
                - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
 
 
+def _lapack_stats(x):
+  """``(mu, S)`` with ``S``'s lower triangle from one float32 ``ssyrk`` of the centred rows.
+
+  Centred in float32 on the float32-rounded mean ``c``; ``S = ((x - c)^T (x - c) - N (mu - c)(mu - c)^T)
+  / (N - 1)`` is exact in exact arithmetic for any ``c``.
+  """
+  mu = x.mean(0, dtype=np.float64)
+  c = mu.astype(np.float32)
+  gram = scipy.linalg.blas.ssyrk(1.0, (x - c).T, lower=1)  # (x - c)^T is Fortran-ordered: no copy
+  shift = mu - c
+  return mu, (gram - len(x) * np.outer(shift, shift)) / (len(x) - 1)
+
+
+def _lapack_frechet(mu1, s1, mu2, s2):
+  """The distance as ``dpotrf``, ``dsygst`` (``L^T S2 L``, symmetric: half of two ``dtrmm``),
+  ``dsytrd`` (blocked) and ``dsterf``, on lower triangles only."""
+  lapack = scipy.linalg.lapack
+  l, info1 = lapack.dpotrf(s1, lower=1)
+  m, info2 = lapack.dsygst(s2, l, itype=2, lower=1)
+  _, diagonal, off_diagonal, _, info3 = lapack.dsytrd(m, lower=1, lwork=64 * len(m))
+  eigenvalues, info4 = lapack.dsterf(diagonal, off_diagonal)[:2]
+  assert info1 == info2 == info3 == info4 == 0, (info1, info2, info3, info4)
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(s1) + np.trace(s2)
+               - 2 * np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+
+
 def _float64_stats(x):
   return ev.gaussian_stats(x.astype(np.float64))
 
@@ -81,6 +112,8 @@ def main() -> None:
   parser.add_argument("--skip-float64", action="store_true", help="skip jaxgen on float64 features")
   parser.add_argument("--skip-manifold", action="store_true",
                       help="skip precision/recall + density/coverage")
+  parser.add_argument("--lapack-floor", action="store_true",
+                      help="also time the Cholesky route as single scipy BLAS/LAPACK calls")
   args = parser.parse_args()
 
   rng = np.random.default_rng(0)
@@ -105,6 +138,13 @@ def main() -> None:
     rows.append(("FID jaxgen float64: statistics (2 sets)", t1 + t2, peak_memory()))
     rows.append(("FID jaxgen float64: Frechet distance", t_fd, peak_memory()))
     fids["jaxgen (float64 features)"] = (fid64, t1 + t2 + t_fd)
+  if args.lapack_floor:
+    (lap1, s1), (lap2, s2) = (_timed(_lapack_stats, x, repeats=args.repeats, warm_up=False)
+                              for x in (real, fake))
+    lap_fid, t_lap = _timed(_lapack_frechet, *lap1, *lap2, repeats=args.repeats, warm_up=False)
+    rows.append(("FID LAPACK floor: ssyrk (2 sets)", s1 + s2, peak_memory()))
+    rows.append(("FID LAPACK floor: potrf+sygst+sytrd+sterf", t_lap, peak_memory()))
+    fids["LAPACK floor (scipy BLAS)"] = (lap_fid, s1 + s2 + t_lap)
   if not args.skip_scipy:
     (ref1, s1), (ref2, s2) = (_timed(_scipy_stats, x, repeats=args.repeats, warm_up=False)
                               for x in (real, fake))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import zipfile
 
 import numpy as np
 
@@ -45,9 +46,12 @@ def _open(path: str, where: str) -> dict[str, np.ndarray]:
     if suffix == ".npy":
       local = "://" not in path
       return {"x": np.load(file, mmap_mode="r") if local else np.load(io.BytesIO(file.read_bytes()))}
-    with np.load(io.BytesIO(file.read_bytes())) as npz:
+    npz = np.load(io.BytesIO(file.read_bytes()))
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # a .npy's bytes under a .npz name
+      raise ValueError("it holds a single .npy array, not a .npz archive; name it .npy")
+    with npz:
       return {key: npz[key] for key in npz.files}
-  except (OSError, ValueError, EOFError) as e:
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise UserError(f"{where} cannot be read as {suffix} ({type(e).__name__}: {e}); save it again "
                     "with np.savez / np.save (no pickled objects)") from None
 
@@ -59,21 +63,26 @@ def _spec(x: np.ndarray, test: np.ndarray | None, name: str, where: str) -> Data
   if np.issubdtype(x.dtype, np.floating) and x.ndim == 2:
     return DataSpec(name=name, modality="points", shape=shape)
   if np.issubdtype(x.dtype, np.integer) and x.ndim == 2:
-    parts = [x] if test is None else [x, test]
+    parts = [p for p in ([x] if test is None else [x, test]) if p.size]
+    if not parts:
+      raise UserError(f"{where}: x has no tokens (shape {x.shape}): save at least one row")
     lowest, highest = min(int(p.min()) for p in parts), max(int(p.max()) for p in parts)
     if lowest < 0:
       raise UserError(f"{where}: tokens must be >= 0, found {lowest}: shift them")
     return DataSpec(name=name, modality="text", shape=shape, levels=highest + 1)
   raise UserError(f"{where}: x of dtype {x.dtype} and shape {x.shape} is none of uint8 images "
-                  "[N, H, W, C], float points [N, D], integer tokens [N, T]: convert it (images: "
-                  "x.astype(np.uint8), one channel: x[..., None])")
+                  "[N, H, W, C], float points [N, D], integer tokens [N, T]: convert it (float "
+                  "images in [0, 1]: np.round(x * 255).astype(np.uint8), in [-1, 1]: "
+                  "np.round((x + 1) * 127.5).astype(np.uint8); one channel: x[..., None])")
 
 
 def _check(arrays: dict[str, np.ndarray], where: str) -> None:
   x = arrays["x"]
   if "x_test" in arrays:
     xt = arrays["x_test"]
-    if xt.shape[1:] != x.shape[1:] or xt.dtype.kind != x.dtype.kind:
+    # Same kind (float / int), and uint8 images need uint8 test images (their 256-level tables).
+    if (xt.shape[1:] != x.shape[1:] or xt.dtype.kind != x.dtype.kind
+        or (x.dtype == np.uint8) != (xt.dtype == np.uint8)):
       raise UserError(f"{where}: x_test ({xt.dtype} {xt.shape}) does not match x ({x.dtype} "
                       f"{x.shape}) in dtype and example shape: save matching arrays")
   for key, data in (("label", "x"), ("label_test", "x_test")):

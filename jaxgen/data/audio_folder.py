@@ -80,8 +80,8 @@ class WavDecoder:
     if len(first) > 1:
       (ra, fa), (rb, fb) = list(first.items())[:2]
       raise UserError(f"{self._where}: files at different sample rates ({fa.name}: {ra} Hz, {fb.name}: "
-                      f"{rb} Hz): set data.sample_rate to the rate to keep and convert the others "
-                      "(e.g. sox in.wav -r RATE out.wav), or set data.skip_bad_files=True to skip them")
+                      f"{rb} Hz): convert them to one rate (e.g. sox in.wav -r RATE out.wav), or set "
+                      "data.sample_rate to the rate to keep and data.skip_bad_files=True to skip the others")
     return (self._seq_len,), {"sample_rate": next(iter(first))}
 
   def decode(self, file: files.File, meta: dict) -> np.ndarray:
@@ -97,7 +97,7 @@ class WavDecoder:
 def load(data) -> source.Splits:
   """The audio folder ``data.path`` (module docstring)."""
   where = f"{KIND}:{data.path}"
-  root, listed = files.list_files(KIND, str(data.path), EXTENSIONS)
+  root, listed = files.list_files(KIND, str(data.path), EXTENSIONS, bool(data.get("skip_bad_files", False)))
   rate = int(data.sample_rate)
   if rate < 0:
     raise UserError(f"data.sample_rate={rate} is negative: set the rate in Hz, or 0 for the files' rate")

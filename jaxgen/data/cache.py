@@ -117,6 +117,13 @@ class _Bad:
     return False
 
 
+def _log_skipped(kind: str, root: epath.Path, names: Sequence[str]) -> None:
+  """The warning that counts the skipped bad files, whether just decoded or read from the cache."""
+  if names:
+    logging.warning("%s:%s: skipped %d bad files (data.skip_bad_files=True): %s%s", kind, root,
+                    len(names), ", ".join(names[:5]), " ..." if len(names) > 5 else "")
+
+
 def decode_folder(kind: str, root: epath.Path, files: Sequence[File], decoder: Decoder,
                   data_config: Any) -> Decoded:
   """The decoded files, from the cache when it is current (module docstring)."""
@@ -129,6 +136,7 @@ def decode_folder(kind: str, root: epath.Path, files: Sequence[File], decoder: D
   index_path = directory / f"{kind}-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
   decoded = _reuse(index_path, manifest, budget)
   if decoded is not None:
+    _log_skipped(kind, root, decoded.skipped)
     return decoded
 
   bad = _Bad(kind, root, skip)
@@ -166,9 +174,7 @@ def decode_folder(kind: str, root: epath.Path, files: Sequence[File], decoder: D
       os.remove(tmp)
     raise
   kept = np.asarray(rows, np.int64)[good]
-  if bad.names:
-    logging.warning("%s:%s: skipped %d bad files (data.skip_bad_files=True): %s%s", kind, root,
-                    len(bad.names), ", ".join(bad.names[:5]), " ..." if len(bad.names) > 5 else "")
+  _log_skipped(kind, root, bad.names)
   if in_memory:
     return Decoded(x if len(good) == len(rows) else x[good], kept, meta, tuple(bad.names), "")
   if len(good) != len(rows):

@@ -1,8 +1,9 @@
 """Folders of files (``images:PATH``, ``audio:PATH``): listing, the train/test split, folder labels.
 
-Listing (``list_files``): every file below ``PATH`` (recursively; files and folders whose names start
-with ``.`` are skipped) with an extension the source reads (any case), sorted by its path relative
-to ``PATH`` (``/``-separated, e.g. ``cat/001.png``). Paths are ``etils.epath`` paths.
+Listing (``list_files``): every file below ``PATH`` (recursively, through symbolic links to folders,
+each real folder once; files and folders whose names start with ``.`` are skipped) with an
+extension the source reads (any case), sorted by its path relative to ``PATH`` (``/``-separated,
+e.g. ``cat/001.png``). Paths are ``etils.epath`` paths.
 
 Split (``split_files``):
 
@@ -76,8 +77,28 @@ def user_path(path: str) -> epath.Path:
   return epath.Path(path if "://" in path else os.path.abspath(os.path.expanduser(path)))
 
 
-def list_files(kind: str, path: str, extensions: Sequence[str]) -> tuple[epath.Path, list[File]]:
-  """``(root, files)`` of the folder ``path`` (module docstring) for the source ``kind``."""
+def _walk(root: epath.Path):
+  """``(folder, subfolders, names)`` below ``root``, top-down. A local folder is walked with
+  ``os.walk(followlinks=True)`` (epath's walk does not follow symbolic links to folders, a common
+  way to assemble class folders), each real folder once, so a link to an ancestor cannot loop."""
+  if "://" in str(root):
+    yield from root.walk()
+    return
+  seen = set()
+  for folder, subfolders, names in os.walk(root, followlinks=True):
+    real = os.path.realpath(folder)
+    if real in seen:
+      subfolders[:] = []
+      continue
+    seen.add(real)
+    yield folder, subfolders, names
+
+
+def list_files(kind: str, path: str, extensions: Sequence[str],
+               skip_bad: bool = False) -> tuple[epath.Path, list[File]]:
+  """``(root, files)`` of the folder ``path`` (module docstring) for the source ``kind``. A listed
+  name that cannot be opened (a broken symbolic link) stops with one line, or with ``skip_bad``
+  (``data.skip_bad_files``) is left out with a warning."""
   root = user_path(path)
   if not root.exists():
     raise UserError(f"{kind}:{path}: no such folder (relative paths start at {os.getcwd()}); "
@@ -85,13 +106,24 @@ def list_files(kind: str, path: str, extensions: Sequence[str]) -> tuple[epath.P
   if not root.is_dir():
     raise UserError(f"{kind}:{path} is a file; {kind}:PATH reads a folder of "
                     f"{'/'.join(extensions)} files: give the folder that holds it")
-  files = []
-  for folder, subfolders, names in root.walk():
+  files, broken = [], []
+  for folder, subfolders, names in _walk(root):
     subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
     for name in names:
       if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
         path_ = epath.Path(folder) / name
-        files.append(File(path_, path_.relative_to(root).as_posix(), *_stat(path_)))
+        relative = path_.relative_to(root).as_posix()
+        try:
+          files.append(File(path_, relative, *_stat(path_)))
+        except OSError as e:
+          if not skip_bad:
+            raise UserError(f"{kind}:{path}: file {relative} cannot be opened ({e.strerror}; a broken "
+                            "symbolic link?): remove or fix it, or set data.skip_bad_files=True to "
+                            "skip it") from None
+          broken.append(relative)
+  if broken:
+    logging.warning("%s:%s: skipped %d files that cannot be opened: %s", kind, path, len(broken),
+                    ", ".join(broken[:5]))
   if not files:
     raise UserError(f"{kind}:{path} holds no {'/'.join(extensions)} files (searched recursively, "
                     f"hidden ones skipped): point --config.data.name={kind}:PATH at a folder of them")
@@ -99,8 +131,10 @@ def list_files(kind: str, path: str, extensions: Sequence[str]) -> tuple[epath.P
 
 
 def hash_fraction(name: str) -> float:
-  """``u(name)`` in ``[0, 1)``: SHA-256 of the UTF-8 name, first 8 bytes over ``2**64``."""
-  return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+  """``u(name)`` in ``[0, 1)``: SHA-256 of the UTF-8 name, first 8 bytes over ``2**64``. A file
+  name that is not UTF-8 (Python holds its bytes as surrogate escapes) hashes its own bytes."""
+  digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,7 +80,7 @@ class ImageDecoder:
 @source.register(KIND + ":", defaults=DEFAULTS)
 def load(data) -> source.Splits:
   """The image folder ``data.path`` (module docstring)."""
-  root, listed = files.list_files(KIND, str(data.path), EXTENSIONS)
+  root, listed = files.list_files(KIND, str(data.path), EXTENSIONS, bool(data.get("skip_bad_files", False)))
   where = f"{KIND}:{data.path}"
   decoder = ImageDecoder(where, image_ops.ImageOptions.from_config(data))
   decoded = cache.decode_folder(KIND, root, listed, decoder, data)

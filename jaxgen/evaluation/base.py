@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import ml_collections
 
+from jaxgen.errors import UserError
 from jaxgen.registry import Registry
 
 _log = logging.getLogger(__name__)
@@ -109,10 +110,12 @@ def fill_defaults(config: ml_collections.ConfigDict) -> None:
         config.eval[name] = ml_collections.ConfigDict(EVALUATORS.get(name).defaults())
 
 
-def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any) -> list[Evaluator]:
+def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any, num_real: int) -> list[Evaluator]:
   """The evaluators of ``config.eval.metrics``, checked against the data and family.
 
-  Raises ``UserError`` for an unknown name or an unmet precondition. Evaluators that need the
+  ``num_real``: the real examples there are to compare samples with (the test split's size).
+  Raises ``UserError`` for an unknown name or an unmet precondition, e.g. a test split smaller
+  than a feature metric needs (before training, not after it). Evaluators that need the
   Inception network while ``eval.inception_weights`` is empty are left out, with one warning.
   """
   from jaxgen.evaluation import features  # pylint: disable=import-outside-toplevel
@@ -121,6 +124,16 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any) -> l
   evaluators = [EVALUATORS.get(name)() for name in dict.fromkeys(config.eval.metrics)]
   for evaluator in evaluators:
     evaluator.check(config, spec, family)
+  needs = {e.name: e.real_examples_needed(config) for e in evaluators if isinstance(e, features.FeatureMetric)}
+  readers = [name for name, need in needs.items() if need]
+  for name in readers:
+    if min(num_real, config.eval.num_samples) < needs[name]:
+      raise UserError(f"metric {name!r} needs >= {needs[name]} real examples, and the test split of "
+                      f"{spec.name} has {num_real}: add test examples (a larger data.test_fraction, or a "
+                      f"test/ folder) or remove {name!r} from config.eval.metrics")
+  if readers and num_real < config.eval.num_samples:
+    _log.warning("metrics %s compare eval.num_samples=%d samples with the %d examples of the test split "
+                 "of %s", readers, config.eval.num_samples, num_real, spec.name)
   skipped = [e.name for e in evaluators if e.uses_features and not features.available(config, spec)]
   if skipped:
     _log.warning("metrics %s on %s are unavailable: set --config.eval.inception_weights=PATH "

@@ -223,6 +223,11 @@ class FeatureMetric(Evaluator):
     del config
     return 2
 
+  def real_examples_needed(self, config: ml_collections.ConfigDict) -> int:
+    """The fewest real examples (``ctx.real_features``: the first ``eval.num_samples`` of the test
+    split) the metric is defined for; 0 for a metric that reads none."""
+    return self.min_samples(config)
+
   def check(self, config, spec, family) -> None:
     check_space(config, spec, self.name, self.needs_logits)
     need = self.min_samples(config)

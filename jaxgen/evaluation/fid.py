@@ -20,6 +20,9 @@ class FID(FeatureMetric):
 
   only_gaussian_stats = True
 
+  def real_examples_needed(self, config) -> int:
+    return 0 if config.eval.reference_stats else super().real_examples_needed(config)
+
   def check(self, config, spec, family) -> None:
     super().check(config, spec, family)
     if config.eval.reference_stats and features.available(config, spec):

@@ -49,6 +49,10 @@ class InceptionScore(FeatureMetric):
   def defaults(cls) -> dict:
     return {"every": 0, "splits": 10}
 
+  def real_examples_needed(self, config) -> int:
+    del config
+    return 0
+
   def run(self, ctx) -> dict[str, float]:
     logits = ctx.fake_features.logits
     mean, std = inception_score(logits, min(self.settings(ctx.config).splits, logits.shape[0]))
