@@ -43,7 +43,7 @@ OUT = flags.DEFINE_string("out", None, "directory for table.md, table.csv and th
 QUICK = flags.DEFINE_bool("quick", False, "tiny budgets (a few steps, few samples): a smoke run for the test")
 WORKDIR = flags.DEFINE_string("workdir", "", "where the sweeps train (default runs/experiments; "
                               "--quick: <out>/runs)")
-PARALLEL = flags.DEFINE_integer("parallel", 1, "sweep points run at once")
+PARALLEL = flags.DEFINE_integer("parallel", 1, "sweep points run at once", lower_bound=1)
 
 #: Evaluators the family sweeps keep from a config (they need no feature space).
 KEPT_EVALUATORS = ("heldout", "ais")

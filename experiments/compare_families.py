@@ -46,13 +46,13 @@ import _common
 import numpy as np
 from absl import app, flags
 
-from jaxgen.errors import UserError
+from jaxgen.errors import UserError, one_line_errors
 from jaxgen.families.base import FAMILIES, MaximumLikelihoodFamily
 
 FAMILIES_FLAG = flags.DEFINE_list("families", [], "a subset of the image families (default: all of them)")
 LIST = flags.DEFINE_bool("list", False, "print the families that would run, and exit")
-SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per family (0 .. seeds-1)")
-NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1500, "samples scored per run")
+SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per family (0 .. seeds-1)", lower_bound=1)
+NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1500, "samples scored per run", lower_bound=1)
 SAMPLE_BATCH = flags.DEFINE_integer("sample_batch", 256, "batch of the sampler (and of the samples/s timing)")
 TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0, "training steps of every family (0: each config's)")
 
@@ -177,4 +177,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(one_line_errors(main))

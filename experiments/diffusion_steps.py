@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from jaxgen import config_defaults, families, train  # noqa: E402
 from jaxgen import data as data_lib  # noqa: E402
+from jaxgen.errors import one_line_errors  # noqa: E402
 from jaxgen.evaluation import features  # noqa: E402
 from jaxgen.evaluation.gaussian import fid_from_features  # noqa: E402
 from jaxgen.evaluation.manifold import manifold_metrics  # noqa: E402
@@ -188,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  one_line_errors(main)()

@@ -47,13 +47,13 @@ import numpy as np
 from absl import app, flags
 
 from jaxgen.data import preprocess, source
-from jaxgen.errors import UserError
+from jaxgen.errors import UserError, one_line_errors
 from jaxgen.evaluation import per_example_nll
 from jaxgen.evaluation.context import EVAL_STREAM
 
 FAMILIES_FLAG = flags.DEFINE_list("families", [], "a subset of the image families (default: all of them; "
                                   "those without a likelihood are left out of the table)")
-SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per family (0 .. seeds-1)")
+SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per family (0 .. seeds-1)", lower_bound=1)
 TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0, "training steps of every family (0: each config's)")
 
 OOD_SETS = ("uniform noise", "inverted", "shuffled pixels", "constant")
@@ -198,4 +198,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(one_line_errors(main))

@@ -42,11 +42,11 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxgen.errors import UserError
+from jaxgen.errors import UserError, one_line_errors
 
 ROWS_FLAG = flags.DEFINE_list("rows", [], "a subset of the rows (default: all)")
 DATASETS = flags.DEFINE_list("datasets", ["toy2d/ring8", "toy2d/grid25"], "the Gaussian-mixture sets")
-SEEDS = flags.DEFINE_integer("seeds", 5, "seeds per row (0 .. seeds-1)")
+SEEDS = flags.DEFINE_integer("seeds", 5, "seeds per row (0 .. seeds-1)", lower_bound=1)
 
 #: Batches divisible by packs of 2, 3 and 4 (the held-out batch too: the packed critic scores it).
 GAN = {"train.batch_size": 96, "eval.batch_size": 192}
@@ -139,4 +139,4 @@ def figure(runs: dict, rows: list[str], num: int, path: str) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(one_line_errors(main))

@@ -39,10 +39,11 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from jaxgen.errors import one_line_errors
 from jaxgen.evaluation import per_example_nll
 
-SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per model (0 .. seeds-1)")
-NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "samples scored per run")
+SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per model (0 .. seeds-1)", lower_bound=1)
+NUM_SAMPLES = flags.DEFINE_integer("num_samples", 2000, "samples scored per run", lower_bound=1)
 
 CENTERS, STD, BLUR = np.array([[-4.0, 0.0], [4.0, 0.0]]), 0.5, 1.5
 #: --quick: also a tiny flow (the compilation dominates a 3-step run).
@@ -144,4 +145,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(one_line_errors(main))

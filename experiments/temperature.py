@@ -32,12 +32,12 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxgen.errors import UserError
+from jaxgen.errors import UserError, one_line_errors
 
 MODELS = flags.DEFINE_list("models", ["pixelcnn", "realnvp", "transformer"], "models to sweep the temperature of")
 TEMPERATURES = flags.DEFINE_list("temperatures", ["0.5", "0.7", "0.85", "1.0", "1.2", "1.5"], "temperatures")
-SEEDS = flags.DEFINE_integer("seeds", 1, "seeds per model (0 .. seeds-1)")
-NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1500, "image samples per temperature (text: 256 windows)")
+SEEDS = flags.DEFINE_integer("seeds", 1, "seeds per model (0 .. seeds-1)", lower_bound=1)
+NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1500, "image samples per temperature (text: 256 windows)", lower_bound=1)
 TRAIN_STEPS = flags.DEFINE_integer("train_steps", 0, "training steps of every model (0: each config's; "
                                    "give the family comparison's value to reuse its points)")
 
@@ -144,4 +144,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(one_line_errors(main))

@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Any, Callable
+
 
 class UserError(Exception):
   """Bad input (config, data set name, workdir, ...): the message names the problem and the fix."""
@@ -29,3 +33,18 @@ class Preempted(Exception):
     what = f"checkpoint of step {step} saved" if saved else f"stopped at step {step} (nothing new to save)"
     super().__init__(f"{signal_name} received; {what}; rerun the same command to resume")
     self.signal_name, self.step, self.saved = signal_name, step, saved
+
+
+def one_line_errors(main: Callable[..., Any]) -> Callable[..., Any]:
+  """``main`` for a script's entry point: a ``UserError`` becomes one line ``jaxgen: error: ...`` on
+  stderr and exit status 1, as in ``jaxgen.main`` (no traceback)."""
+
+  @functools.wraps(main)
+  def guarded(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except UserError as e:
+      print(f"jaxgen: error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  return guarded

@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags, logging
 
-from jaxgen import config_defaults, cpu_devices, validate, workdir
+from jaxgen import config_defaults, cpu_devices, preemption, validate, workdir
 from jaxgen.errors import Preempted, UserError
 
 _CONFIG = flags.DEFINE_string("config", None, "Path to a config file, e.g. configs/gan.py; override any field "
@@ -127,6 +127,7 @@ def _run(config, root, devices: int | None) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  preemption.stop_with_parent()  # a sweep's point stops with its sweep
   logging.get_absl_logger().addFilter(_QuietOrbax())
   logging_std.getLogger("asyncio").setLevel(logging_std.CRITICAL)
   sys.unraisablehook = _quiet_unraisable

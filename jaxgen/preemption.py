@@ -15,8 +15,11 @@ so all agree on the stop step, one step after the first signal, without stalling
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import signal
+import sys
 from typing import Any
 
 import jax
@@ -26,6 +29,25 @@ import numpy as np
 from jaxgen import parallel
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Set by a sweep in each point's environment to the sweep's pid (``stop_with_parent``).
+PARENT_ENV = "JAXGEN_SWEEP_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_parent() -> None:
+  """A sweep's point: SIGTERM (save the step, exit 75) when the sweep process dies, even by SIGKILL,
+  instead of training on as an orphan that holds the point's workdir lock.
+
+  Applies when ``$JAXGEN_SWEEP_PID`` is set, on Linux (``prctl(PR_SET_PDEATHSIG)``: the kernel
+  signals the child when the thread that started it ends; the sweep's thread waits for the point
+  until it exits). If the sweep is already gone, the process stops at once. No-op elsewhere.
+  """
+  parent = os.environ.get(PARENT_ENV)
+  if not parent or not sys.platform.startswith("linux"):
+    return
+  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+  if os.getppid() != int(parent):  # the sweep died before the request: no signal will come
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class StopSignal:

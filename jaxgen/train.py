@@ -290,8 +290,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer, batches = None, None
     try:
       ts = init_or_restore(exp, ckpt)  # refuses an incompatible checkpoint before anything is written
-      save_config(config, workdir)
       start = int(to_host(ts.step))
+      if start > tc.steps:
+        raise UserError(f"{workdir} holds a checkpoint of step {start}, past train.steps={tc.steps}: "
+                        f"train it further with --config.train.steps >= {start}, evaluate it with "
+                        "--mode=eval, or train a shorter run in a new --workdir")
+      save_config(config, workdir)
       writer = MetricWriter(workdir, resume_step=start)
       last_saved = ckpt.latest_step()
       if start >= tc.steps:

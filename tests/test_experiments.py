@@ -57,6 +57,18 @@ def test_compare_families_runs_every_registered_image_family():
   assert not {"flow2d", "transformer", "wavenet"} & set(listed)  # points, text, audio
 
 
+def test_bad_arguments_are_one_line_and_write_nothing(tmp_path):
+  for script, args, message in [
+      ("compare_families.py", ["--families=gan,nope", "--list"], "jaxgen: error: --families: nope are not image"),
+      ("mode_dropping.py", ["--seeds=0"], "flag --seeds=0: 0 is not a positive integer"),
+      ("diffusion_steps.py", ["--data=nope", "--quick"], "jaxgen: error: unknown data set 'nope'")]:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), f"--out={tmp_path / 'out'}",
+                           f"--workdir={tmp_path / 'work'}", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "work").exists()
+
+
 def test_compare_families_table(runs):
   rows = {r["family"]: r for r in _csv(runs["cf"] / "table.csv")}
   assert set(rows) == {"gan", "pixelcnn"} and all(r["status"] == "done" for r in rows.values())

@@ -148,3 +148,32 @@ def test_two_processes_agree_on_the_stop_step_when_only_one_is_signalled():
   # Process 1 raised its flag at step 4; it is read one call later, by both processes alike.
   said = [[line for line in out.splitlines() if line.startswith(("stop at", "never"))] for out, _ in outs]
   assert said == [["stop at 5 (a stop signal on another process)"], ["stop at 5 (SIGTERM)"]]
+
+
+def test_a_point_gets_sigterm_when_its_sweep_is_killed(tmp_path):
+  # The "sweep" starts a child as the local runner does (JAXGEN_SWEEP_PID = its pid), then is killed
+  # with SIGKILL: the kernel sends the child SIGTERM (prctl PR_SET_PDEATHSIG), which the trainer
+  # turns into "save the step and exit 75". Without the request the child would sleep on, orphaned.
+  flag = tmp_path / "got_sigterm"
+  child = ("import os, signal, sys, time\n"
+           "from jaxgen import preemption\n"
+           "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('1'), os._exit(75)))\n"
+           "preemption.stop_with_parent()\n"
+           "open(sys.argv[1] + '.ready', 'w').write('1')\n"
+           "time.sleep(60)\n")
+  parent = ("import os, subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]],"
+            " env={**os.environ, 'JAXGEN_SWEEP_PID': str(os.getpid())})\n"
+            "time.sleep(60)\n")
+  proc = subprocess.Popen([sys.executable, "-c", parent, child, str(flag)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+  deadline = time.time() + 50
+  while not os.path.exists(f"{flag}.ready"):
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  assert not flag.exists()
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  while not flag.exists():
+    assert time.time() < deadline, "the orphaned child never got SIGTERM"
+    time.sleep(0.05)

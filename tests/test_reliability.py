@@ -247,6 +247,13 @@ def test_extending_a_cosine_run_equals_the_longer_uninterrupted_run(tmp_path):
   longer.optim.disc.decay_steps = 6
   uninterrupted = train.train_and_evaluate(longer, str(tmp_path / "longer"))
   chex.assert_trees_all_equal(jax.device_get(extended), jax.device_get(uninterrupted))
+  # Lowered below the trained step: one line, and the saved config and checkpoints stay as they were.
+  saved = (tmp_path / "split" / "config.json").read_text()
+  steps = sorted(os.listdir(tmp_path / "split" / "checkpoints"))
+  with pytest.raises(UserError, match="holds a checkpoint of step 9, past train.steps=6: train it further"):
+    train.train_and_evaluate(tiny_config("gan", **{**cosine, "train.steps": 6, "eval.metrics": ()}), split)
+  assert (tmp_path / "split" / "config.json").read_text() == saved
+  assert sorted(os.listdir(tmp_path / "split" / "checkpoints")) == steps
 
 
 # --- warm start, finishing work, metrics after a resume ---------------------------------------------------

@@ -97,7 +97,8 @@ def run_point(workdir: str, index: int) -> dict[str, Any]:
   if status["status"] == "done":
     print(f"{point.name}: already done", flush=True)
     return status
-  return Runner(sweep, 1, echo=lambda line: print(line, flush=True)).run([point])[0]
+  # Many tasks run at once on a cluster: each writes its own point's status, never the manifest.
+  return Runner(sweep, 1, echo=lambda line: print(line, flush=True), save_manifest=False).run([point])[0]
 
 
 def collect(workdir: str, plot_metric: str = "", plot_axis: str = "") -> list[dict[str, Any]]:

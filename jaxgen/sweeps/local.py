@@ -18,7 +18,9 @@ Stopping: on an exception in the sweep's main thread (Ctrl-C; SIGTERM, which the
 into one) the running points get SIGTERM (the trainer saves the current step and exits) and keep
 the status ``running``: the next run of the sweep resumes them. A point preempted on its own (exit
 status 75: its step is saved) keeps ``running`` too, while the sweep goes on with the others. Two runs of one point at once (a
-second sweep on the same workdir) are refused by the trainer's workdir lock.
+second sweep on the same workdir) are refused by the trainer's workdir lock. A sweep killed outright
+(SIGKILL) takes its points with it: each gets SIGTERM from the kernel (``preemption.stop_with_parent``),
+saves its step and exits, so a rerun finds no orphan holding the lock.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from jaxgen import preemption
 from jaxgen.errors import Preempted
 from jaxgen.sweeps import results
 from jaxgen.sweeps.manifest import Sweep
@@ -109,8 +112,9 @@ def one_line_error(text: str, returncode: int) -> str:
 class Runner:
   """Runs points of ``sweep`` locally, ``parallel`` at once; ``echo`` gets one line per event."""
 
-  def __init__(self, sweep: Sweep, parallel: int = 1, echo: Callable[[str], None] = print):
-    self.sweep, self.parallel, self.echo = sweep, parallel, echo
+  def __init__(self, sweep: Sweep, parallel: int = 1, echo: Callable[[str], None] = print,
+               save_manifest: bool = True):
+    self.sweep, self.parallel, self.echo, self.save_manifest = sweep, parallel, echo, save_manifest
     self._lock = threading.Lock()
     self._procs: set[subprocess.Popen] = set()
     self._stopping = False
@@ -148,38 +152,47 @@ class Runner:
         proc.terminate()
 
   def run_point(self, point: Point, share: Share) -> dict[str, Any]:
-    """Trains ``point`` (resuming from its checkpoints) and records its status."""
+    """Trains ``point`` (resuming from its checkpoints) and records its status. Exit status 0 of the
+    trainer means trained to ``train.steps`` and evaluated (an evaluator set that reports no number
+    writes no eval file). A point recorded for other overrides whose final evaluation exists is
+    already trained, so the trainer keeps that evaluation: it is evaluated again (``--mode=eval``)."""
     sweep = self.sweep
     os.makedirs(sweep.point_dir(point), exist_ok=True)
+    recorded = sweep.recorded(point)
+    changed = bool(recorded) and recorded.get("overrides") != sweep.overrides(point)
+    final = os.path.join(sweep.point_dir(point), "eval", f"step_{point.steps}.json")
+    stale = changed and os.path.exists(final)
     with open(sweep.log_path(point), "a") as log:
-      before = sweep.status(point)
-      self._record(point, status="running", error="", attempts=before.get("attempts", 0) + 1, started=time.time())
+      self._record(point, status="running", error="", attempts=recorded.get("attempts", 0) + 1,
+                   started=time.time())
       self.echo(f"{point.name}: started ({share.describe()})")
       start, offset = time.time(), log.tell()
       code = self._attempt(sweep.command(point), log, share)
-      final = os.path.join(sweep.point_dir(point), "eval", f"step_{point.steps}.json")
-      if code == 0 and not os.path.exists(final):  # killed between the last checkpoint and the final eval
+      if code == 0 and stale:
         code = self._attempt(sweep.command(point, mode="eval"), log, share)
+      wall = recorded.get("wall_s", 0.0) + time.time() - start
       if code is None or code == Preempted.EXIT_CODE:  # the sweep is stopping, or the point was preempted
         self.echo(f"{point.name}: stopped; it resumes from its last checkpoint when the sweep runs again")
-        return sweep.status(point)  # still "running"
-      wall = before.get("wall_s", 0.0) + time.time() - start
-    if code == 0 and os.path.exists(final):
+        return self._record(point, wall_s=wall)  # still "running"
+    if code == 0:
       status = self._record(point, status="done", wall_s=wall,
                             steps_per_s=results.steps_per_second(sweep.point_dir(point)))
       self.echo(f"{point.name}: done in {wall:.1f} s")
     else:
       with open(sweep.log_path(point)) as f:
         f.seek(offset)
-        error = one_line_error(f.read(), code) if code else f"no {final} after training"
+        error = one_line_error(f.read(), code)
       status = self._record(point, status="failed", error=error, wall_s=wall)
       self.echo(f"{point.name}: FAILED: {error}")
     return status
 
   def _record(self, point: Point, **fields: Any) -> dict[str, Any]:
+    """Writes the point's status file; the local runner (not a SLURM task: ``save_manifest``
+    False) also rewrites the manifest snapshot."""
     with self._lock:
       status = self.sweep.set_status(point, **fields)
-      self.sweep.save()
+      if self.save_manifest:
+        self.sweep.save()
     return status
 
   def _attempt(self, command: list[str], log, share: Share) -> int | None:
@@ -191,7 +204,7 @@ class Runner:
       if self._stopping:
         return None
       proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.sweep.cwd,
-                              env={**os.environ, **share.env})
+                              env={**os.environ, **share.env, preemption.PARENT_ENV: str(os.getpid())})
       if share.cpus and hasattr(os, "sched_setaffinity"):
         try:
           os.sched_setaffinity(proc.pid, share.cpus)

@@ -12,7 +12,9 @@
   SWEEP/points/<name>/sweep.log          stdout and stderr of every attempt, appended
 
 A status recorded for other overrides than the point's current ones (the common ``--config.k=v``
-flags changed between two runs of the sweep) counts as pending: the point runs again.
+flags changed between two runs of the sweep) counts as pending: the point runs again, and when it
+is already trained to its steps it is evaluated again under the new overrides (``--mode=eval``),
+so its final metrics never come from other settings.
 """
 
 from __future__ import annotations
@@ -64,17 +66,25 @@ class Sweep:
             *([f"--mode={mode}"] if mode != "train" else []),
             *(f"--config.{k}={v}" for k, v in self.overrides(point).items())]
 
-  def status(self, point: Point) -> dict[str, Any]:
-    """``{"status": ..., "error", "attempts", "started", "wall_s", "steps_per_s"}`` of the point."""
+  def recorded(self, point: Point) -> dict[str, Any]:
+    """The point's ``sweep_status.json`` as written, whatever overrides it was recorded for
+    (``{}`` when there is none)."""
     try:
       with open(os.path.join(self.point_dir(point), "sweep_status.json")) as f:
-        status = json.load(f)
+        return json.load(f)
     except FileNotFoundError:
-      return {"status": "pending"}
-    return status if status.get("overrides") == self.overrides(point) else {"status": "pending"}
+      return {}
+
+  def status(self, point: Point) -> dict[str, Any]:
+    """``{"status": ..., "error", "attempts", "started", "wall_s", "steps_per_s"}`` of the point."""
+    status = self.recorded(point)
+    return status if status and status.get("overrides") == self.overrides(point) else {"status": "pending"}
 
   def set_status(self, point: Point, **fields: Any) -> dict[str, Any]:
-    status = {**self.status(point), **fields, "overrides": self.overrides(point)}
+    """Records ``fields`` for the point's current overrides; ``attempts`` and ``wall_s`` carry over
+    from a status recorded for other overrides (they count every attempt)."""
+    carried = {k: v for k, v in self.recorded(point).items() if k in ("attempts", "wall_s")}
+    status = {**carried, **self.status(point), **fields, "overrides": self.overrides(point)}
     write_json(os.path.join(self.point_dir(point), "sweep_status.json"), status)
     return status
 
