@@ -84,7 +84,7 @@ def reference(tmp_path_factory):
 def test_axes_and_lists_expand_to_the_expected_points(tmp_path):
   grid = sweeps.declare("configs/vae.py", axes=["model.latent_dim=2,4", "seed=0,1,2"])
   assert grid == [{"model.latent_dim": d, "seed": s} for d in ("2", "4") for s in ("0", "1", "2")]
-  assert points.split_values("(16,), (8, 8),'a,b'") == ["(16,)", "(8, 8)", "'a,b'"]
+  assert points.split_values("(16,), (8, 8),'a,b',\"c\"") == ["(16,)", "(8, 8)", "a,b", "c"]  # as a shell unquotes
 
   sweep_file = tmp_path / "s.py"
   sweep_file.write_text('def get_sweep():\n  return [{"model.hidden": (8, 8)}, {"optim.model.learning_rate": 2e-4}]\n')
@@ -100,6 +100,12 @@ def test_axes_and_lists_expand_to_the_expected_points(tmp_path):
   assert {p.steps for p in sweep.points} == {7} and sweep.common == {"train.steps": "7"}
   assert sweep.command(sweep.points[2])[-2:] == ["--config.optim.model.learning_rate=0.0002", "--config.seed=0"]
   assert not os.path.exists(tmp_path / "w")  # preparing writes nothing
+
+  # numpy values (np.logspace, np.arange) are the Python numbers they hold
+  lrs = sweeps.prepare("configs/vae.py", [{"optim.model.learning_rate": lr, "seed": s}
+                                          for lr, s in zip(np.logspace(-4, -3, 2), np.arange(2))], str(tmp_path / "w"))
+  assert [p.values for p in lrs.points] == [{"optim.model.learning_rate": 1e-4, "seed": 0},
+                                            {"optim.model.learning_rate": 1e-3, "seed": 1}]
 
   with pytest.raises(UserError, match="'model.hidden' is set both by get_sweep"):
     sweeps.declare("configs/vae.py", str(sweep_file), ["seed=0", "model.hidden=(2,)"])

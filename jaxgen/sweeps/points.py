@@ -34,6 +34,8 @@ import re
 import runpy
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from jaxgen import config_defaults
 from jaxgen.errors import UserError
 from jaxgen.validate import validate as validate_config
@@ -53,8 +55,14 @@ class Point:
   steps: int
 
 
+def _unquoted(item: str) -> str:
+  """``'a,b'`` or ``"a,b"`` -> ``a,b`` (the quotes a shell would have removed); anything else as is."""
+  return item[1:-1] if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"" else item
+
+
 def split_values(text: str) -> list[str]:
-  """``"a,b,(1, 2)"`` -> ``["a", "b", "(1, 2)"]``: commas inside brackets or quotes do not split."""
+  """``"a,b,(1, 2),'c,d'"`` -> ``["a", "b", "(1, 2)", "c,d"]``: commas inside brackets or quotes do
+  not split, and quotes around a whole value are removed."""
   items, depth, quote, start = [], 0, "", 0
   for i, ch in enumerate(text):
     if quote:
@@ -69,7 +77,7 @@ def split_values(text: str) -> list[str]:
       items.append(text[start:i])
       start = i + 1
   items.append(text[start:])
-  return [item.strip() for item in items]
+  return [_unquoted(item.strip()) for item in items]
 
 
 def parse_axis(item: str) -> tuple[str, list[str]]:
@@ -126,14 +134,24 @@ def combine(listed: list[dict[str, Any]], axes: list[dict[str, Any]]) -> list[di
 
 def to_text(value: Any) -> str:
   """A Python value as the text of a ``--config.key=text`` flag that ``parse_value`` turns back
-  into it (bools as true/false, strings as they are, everything else as its Python literal)."""
+  into it (bools as true/false, strings as they are, everything else as its Python literal;
+  numpy scalars and arrays, e.g. from ``np.logspace``, as the Python values they hold)."""
+  if isinstance(value, (np.generic, np.ndarray)):
+    value = value.tolist()
+  if isinstance(value, (list, tuple)):
+    return repr(tuple(_python(v) for v in value))
   if isinstance(value, bool):
     return "true" if value else "false"
   if isinstance(value, str):
     return value
-  if isinstance(value, list):
-    value = tuple(value)
   return repr(value)
+
+
+def _python(value: Any) -> Any:
+  """``value`` with numpy scalars and arrays (at any depth of lists and tuples) as Python values."""
+  if isinstance(value, (np.generic, np.ndarray)):
+    value = value.tolist()
+  return tuple(_python(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _jsonable(value: Any) -> Any:
