@@ -101,6 +101,11 @@ def test_axes_and_lists_expand_to_the_expected_points(tmp_path):
   assert sweep.command(sweep.points[2])[-2:] == ["--config.optim.model.learning_rate=0.0002", "--config.seed=0"]
   assert not os.path.exists(tmp_path / "w")  # preparing writes nothing
 
+  # One value, one text: a rerun spelling a flag differently does not count as a change.
+  spelled = sweeps.prepare("configs/vae.py", [{"model.hidden": "(16, )"}], str(tmp_path / "w"),
+                           ["train.progress_bar=False", "optim.model.learning_rate=2e-4", "data.name=digits"])
+  assert spelled.common == {"train.progress_bar": "false", "optim.model.learning_rate": "0.0002", "data.name": "digits"}
+  assert spelled.points[0].overrides == {"model.hidden": "(16,)"}
   # numpy values (np.logspace, np.arange) are the Python numbers they hold
   lrs = sweeps.prepare("configs/vae.py", [{"optim.model.learning_rate": lr, "seed": s}
                                           for lr, s in zip(np.logspace(-4, -3, 2), np.arange(2))], str(tmp_path / "w"))

@@ -58,9 +58,8 @@ def prepare(config_path: str, points: list[Mapping[str, Any]], workdir: str,
   """The validated sweep (nothing written): every point's config is built first, so an unknown key
   or a bad value raises a ``UserError`` naming the point and the key before anything runs.
   ``common_overrides``: ``{"train.steps": 200}`` or ``["train.steps=200", "--config.seed=1"]``."""
-  common = _common(common_overrides)
-  sweep = Sweep(os.path.abspath(workdir), os.path.abspath(config_path), os.getcwd(), common,
-                validate(config_path, common, list(points)))
+  common, checked = validate(config_path, _common(common_overrides), list(points))
+  sweep = Sweep(os.path.abspath(workdir), os.path.abspath(config_path), os.getcwd(), common, checked)
   sweep.check_same_config()
   return sweep
 

@@ -160,11 +160,22 @@ def _jsonable(value: Any) -> Any:
   return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def validate(config_path: str, common: Mapping[str, str], raw: list[dict[str, Any]]) -> list[Point]:
-  """The named ``Point``s of ``raw`` after building each one's config (common overrides, then the
+def _canonical(config: Any, texts: Mapping[str, str]) -> dict[str, str]:
+  """``texts`` with every bool, number or tuple rewritten as ``to_text`` writes the value it gave in
+  ``config`` (``False`` -> ``false``, ``2e-4`` -> ``0.0002``, ``(16, )`` -> ``(16,)``), so that two
+  spellings of one value are one override when a rerun compares them; other texts as given."""
+  return {key: to_text(_jsonable(config[key])) if isinstance(config[key], (bool, int, float, tuple, list))
+          else text for key, text in texts.items()}
+
+
+def validate(config_path: str, common: Mapping[str, str],
+             raw: list[dict[str, Any]]) -> tuple[dict[str, str], list[Point]]:
+  """``(common, points)``: the common overrides and the named ``Point``s of ``raw``, their texts
+  canonical (``_canonical``), after building each point's config (common overrides, then the
   point's); any error names the point and the key. Equal points are refused."""
   try:
-    validate_config(config_defaults.load(config_path, common))
+    base = config_defaults.load(config_path, common)
+    validate_config(base)
   except UserError as e:
     raise UserError(f"sweep common overrides: {e}") from None
   checked, seen = [], {}
@@ -179,9 +190,9 @@ def validate(config_path: str, common: Mapping[str, str], raw: list[dict[str, An
     earlier = seen.setdefault(json.dumps(values, sort_keys=True), index)
     if earlier != index:
       raise UserError(f"sweep points {earlier} and {index} are the same ({texts}); remove one")
-    checked.append((values, texts, int(config.train.steps)))
-  return [Point(name, texts, values, steps)
-          for name, (values, texts, steps) in zip(names([v for v, _, _ in checked]), checked)]
+    checked.append((values, _canonical(config, texts), int(config.train.steps)))
+  return _canonical(base, common), [Point(name, texts, values, steps) for name, (values, texts, steps)
+                                    in zip(names([v for v, _, _ in checked]), checked)]
 
 
 def _short_keys(keys: list[str]) -> dict[str, str]:
