@@ -15,8 +15,9 @@ repeats an uninterrupted one bit for bit.
 Gradient accumulation (``train.grad_accum_steps = k > 1``): each update's gradient is the mean of
 the gradients of ``k`` micro-batches of ``B / k`` examples (a ``lax.scan`` inside the one compiled
 step, unrolled on CPU: ``_accumulation_unroll``; micro-batch ``i`` holds rows ``i, i + k, ...``,
-so every device keeps its own rows), the non-gradient state (BatchNorm statistics) threads through
-them in order, micro-batch ``i`` draws its randomness from ``fold_in(key, i)``, and the logged
+so every device keeps its own rows), the non-gradient state's float leaves (BatchNorm statistics)
+thread through them in order while its integer leaves (step counters: KL warm-up, DBN layer
+schedule) are the update's for every micro-batch and advance once, micro-batch ``i`` draws its randomness from ``fold_in(key, i)``, and the logged
 metrics are their means. For a loss that is a mean over examples this is the gradient of the
 whole batch (up to float summation order), with the activation memory of one micro-batch in the
 loop (unrolled, XLA's scheduler decides how many micro-batches' activations are live).
@@ -218,17 +219,22 @@ def accumulated_grads(loss_of, p, state, batch, key, micro_batches: int):
   k = micro_batches
   micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
 
+  def at_update(threaded):
+    """Integer leaves are step counters (KL warm-up, DBN layer schedule): every micro-batch sees the
+    update's value, so they advance once; the others (batch statistics) thread through in order."""
+    return jax.tree.map(lambda t, s: s if jnp.issubdtype(t.dtype, jnp.integer) else t, threaded, state)
+
   def body(carry, inputs):
-    state, total = carry
+    threaded, total = carry
     i, mb = inputs
-    (loss, (m, state)), g = value_and_grad(p, state, mb, jax.random.fold_in(key, i))
-    return (state, jax.tree.map(jnp.add, total, g)), (loss, m)
+    (loss, (m, threaded)), g = value_and_grad(p, at_update(threaded), mb, jax.random.fold_in(key, i))
+    return (threaded, jax.tree.map(jnp.add, total, g)), (loss, m)
 
   zeros = jax.tree.map(jnp.zeros_like, p)
-  (state, total), (losses, ms) = jax.lax.scan(body, (state, zeros), (jnp.arange(k), micro),
-                                              unroll=_accumulation_unroll(k))
+  (new_state, total), (losses, ms) = jax.lax.scan(body, (state, zeros), (jnp.arange(k), micro),
+                                                  unroll=_accumulation_unroll(k))
   metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), ms)
-  return (jnp.mean(losses), (metrics, state)), jax.tree.map(lambda g: g / k, total)
+  return (jnp.mean(losses), (metrics, new_state)), jax.tree.map(lambda g: g / k, total)
 
 
 def _check_finite(step: int, metrics: dict[str, Any], last_saved: int | None) -> None:
@@ -258,10 +264,16 @@ def _eval_path(workdir: str, step: int):
 
 
 def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: MetricWriter | None) -> None:
+  """Merges ``results`` into ``eval/step_<N>.json``: a later evaluation of the same step (``--mode=eval``
+  with other metrics) replaces the numbers it recomputes and keeps the others."""
   path = _eval_path(exp.workdir, step)
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"step": step, **results}, indent=2, sort_keys=True))
+    try:
+      earlier = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:  # a file cut short (disk full): rewritten whole
+      earlier = {}
+    path.write_text(json.dumps({**earlier, "step": step, **results}, indent=2, sort_keys=True))
   if writer is not None:
     writer.write(step, results, prefix="eval/")
 
@@ -363,8 +375,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs every evaluator of ``config.eval.metrics`` once on the latest checkpoint and writes
-  ``eval/step_<N>.json``."""
+  """Runs every evaluator of ``config.eval.metrics`` once on the latest checkpoint and merges their
+  numbers into ``eval/step_<N>.json`` (those of other metrics already there are kept)."""
   exp = setup(config, workdir)
   ts = restore_for_inference(exp)
   step = int(to_host(ts.step))

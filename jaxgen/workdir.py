@@ -34,6 +34,8 @@ from etils import epath
 from jaxgen.errors import UserError
 
 LOCK_NAME = "lock.json"
+#: Seconds after which a local lock file that cannot be read (empty, cut short) counts as stale.
+UNREADABLE_GRACE_S = 10.0
 # Room for the longest path jaxgen writes below the workdir (an orbax temporary step directory,
 # e.g. checkpoints/123456.orbax-checkpoint-tmp-1700000000/state.orbax-.../ocdbt.process_0/d/<32 hex>).
 _SUFFIX_ROOM = 256
@@ -142,8 +144,15 @@ class Lock:
       return {}
 
   def _stale(self, owner: dict[str, Any]) -> bool:
+    if not owner and not is_remote(self.path):
+      # Unreadable: a run writes its lock right after creating it, so one still empty or cut short
+      # after UNREADABLE_GRACE_S was left by a run killed (or out of space) in between.
+      try:
+        return time.time() - os.stat(self.path).st_mtime > UNREADABLE_GRACE_S
+      except FileNotFoundError:
+        return True
     if owner.get("host") != self.owner["host"] or not isinstance(owner.get("pid"), int):
-      return False  # another machine (or an unreadable lock): cannot tell, assume it runs
+      return False  # another machine (or an unreadable remote lock): cannot tell, assume it runs
     return not _alive(owner["pid"], owner.get("pid_start"))
 
   def _refuse(self, owner: dict[str, Any]) -> UserError:
@@ -162,8 +171,13 @@ class Lock:
       if is_remote(self.path):
         self.path.write_text(text)
       else:
-        with open(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as f:
-          f.write(text)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+          with open(fd, "w") as f:
+            f.write(text)
+        except OSError:  # e.g. no space left: remove the empty lock this process created
+          self.path.unlink(missing_ok=True)
+          raise
     except FileExistsError:  # another run created it since we looked
       raise self._refuse(self._read() or {}) from None
     except OSError as e:

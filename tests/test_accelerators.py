@@ -76,20 +76,26 @@ def test_grad_accumulation_equals_the_whole_batch(steps):
 
 def test_accumulated_grads_is_the_mean_over_micro_batches():
   """``accumulated_grads`` with k = 4 on a quadratic: the gradient of the batch mean, the mean loss,
-  and micro-batch ``i`` holding rows ``i, i + 4, ...`` (strided, so each device keeps its rows)."""
+  micro-batch ``i`` holding rows ``i, i + 4, ...`` (strided, so each device keeps its rows), float
+  state threaded through the micro-batches and an integer counter advanced once."""
   x = jnp.arange(16.0).reshape(8, 2)
   seen = []
 
   def loss_of(p, state, batch, key):
     del key
     seen.append(batch["x"].shape)
-    return jnp.mean(jnp.sum((batch["x"] - p) ** 2, axis=1)), ({"first": batch["x"][0, 0]}, state + 1)
+    new = {"step": state["step"] + 1, "statistic": state["statistic"] + 1.0}
+    return jnp.mean(jnp.sum((batch["x"] - p) ** 2, axis=1)), ({"first": batch["x"][0, 0],
+                                                                "step_seen": state["step"]}, new)
 
   p = jnp.array([1.0, -2.0])
-  (loss, (metrics, state)), grads = train.accumulated_grads(loss_of, p, jnp.int32(0), {"x": x}, jax.random.key(0), 4)
+  state = {"step": jnp.int32(7), "statistic": jnp.float32(0.0)}
+  (loss, (metrics, state)), grads = train.accumulated_grads(loss_of, p, state, {"x": x}, jax.random.key(0), 4)
   np.testing.assert_allclose(loss, np.mean(np.sum((np.asarray(x) - np.asarray(p)) ** 2, axis=1)), rtol=1e-6)
   np.testing.assert_allclose(grads, -2 * np.mean(np.asarray(x) - np.asarray(p), axis=0), rtol=1e-6)
-  assert int(state) == 4 and seen[-1] == (2, 2)  # the state threads through the 4 micro-batches
+  assert seen[-1] == (2, 2)
+  assert float(state["statistic"]) == 4.0  # float state (batch statistics) threads through the 4 micro-batches
+  assert int(state["step"]) == 8 and float(metrics["step_seen"]) == 7.0  # a counter: once per update, seen by all
   np.testing.assert_allclose(metrics["first"], np.mean([0.0, 2.0, 4.0, 6.0]))  # rows 0, 1, 2, 3 start each
 
 

@@ -304,10 +304,14 @@ def test_unknown_name_lists_embedded_sets():
   assert "tensorflow-datasets" in str(e.value)
 
 
-def test_unprepared_tfds_set_explains_the_prepare_step(tmp_path):
+def test_unprepared_tfds_set_explains_the_prepare_step(tmp_path, monkeypatch):
   with pytest.raises(UserError, match="not prepared") as e:
     build(make_config("mnist", data_dir=str(tmp_path)))
   assert "tfds.builder('mnist', data_dir=" in str(e.value) and "download_and_prepare()" in str(e.value)
+  # The default data_dir: tfds finds the builder's metadata but no splits (a KeyError inside tfds).
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default"))
+  with pytest.raises(UserError, match="not prepared .*download_and_prepare"):
+    build(make_config("mnist"))
 
 
 def test_batch_not_divisible_by_process_count():

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import chex
 import jax
@@ -223,3 +224,16 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(workdir):
   ts = train.train_and_evaluate(config, workdir)
   assert int(ts.step) == 4 and _checkpoint_steps(workdir) == [2, 4]
   assert len(glob.glob(os.path.join(workdir, "checkpoints", "corrupted-4-*"))) == 1
+
+
+def test_a_later_evaluation_of_a_step_merges_into_its_file(tmp_path):
+  # --mode=eval with another metric adds its numbers and replaces the ones it recomputes; the
+  # numbers of the metrics it did not run stay (they were saved); a file cut short is rewritten.
+  exp = types.SimpleNamespace(workdir=str(tmp_path))
+  path = tmp_path / "eval" / "step_7.json"
+  train._write_eval(exp, 7, {"fid": 12.5, "kid_mean": 0.25}, None)
+  train._write_eval(exp, 7, {"fid": 11.0, "precision": 0.5}, None)
+  assert json.loads(path.read_text()) == {"step": 7, "fid": 11.0, "kid_mean": 0.25, "precision": 0.5}
+  path.write_text('{"fid": 1')
+  train._write_eval(exp, 7, {"is_mean": 2.0}, None)
+  assert json.loads(path.read_text()) == {"step": 7, "is_mean": 2.0}

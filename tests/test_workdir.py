@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from etils.epath import backend as epath_backend
@@ -97,6 +100,33 @@ def test_stale_locks_are_taken_over(tmp_path):
   _write_owner(root, pid=os.getpid(), pid_start="0")  # a live pid, but another process than the owner (reused)
   with workdir.Lock(root):
     assert json.loads((root / "lock.json").read_text())["token"]
+
+
+def test_an_unreadable_lock_is_stale_after_a_grace_and_a_failed_write_leaves_none(tmp_path, monkeypatch):
+  root = workdir.path(str(tmp_path))
+  (root / "lock.json").write_text("")  # created, never written: its run was killed or out of space
+  with pytest.raises(UserError, match="in use by another run"):  # it may be being written right now
+    workdir.Lock(root).acquire()
+  old = time.time() - workdir.UNREADABLE_GRACE_S - 1
+  os.utime(root / "lock.json", (old, old))
+  with workdir.Lock(root):
+    assert json.loads((root / "lock.json").read_text())["pid"] == os.getpid()
+
+  class Full:  # the lock file on a full disk: created, then the write fails
+    def __init__(self, fd):
+      self.fd = fd
+    def __enter__(self):
+      return self
+    def __exit__(self, *exc):
+      os.close(self.fd)
+    def write(self, text):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(workdir, "open", lambda file, *args, **kwargs: Full(file) if isinstance(file, int)
+                      else builtins.open(file, *args, **kwargs), raising=False)
+  with pytest.raises(UserError, match=r"cannot create the lock .*No space left on device"):
+    workdir.Lock(root).acquire()
+  assert not (root / "lock.json").exists()  # so the rerun after freeing space is not refused
 
 
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):

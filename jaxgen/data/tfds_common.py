@@ -44,7 +44,7 @@ def open_split(opener: Callable[[], T], name: str, split: str, data_dir_: str | 
     return opener()
   except tfds.core.registered.DatasetNotFoundError:
     raise
-  except (NotImplementedError, AssertionError, FileNotFoundError) as e:  # tfds's "not prepared"
+  except (NotImplementedError, AssertionError, FileNotFoundError, KeyError) as e:  # tfds's "not prepared"
     raise UserError(
         f"tensorflow-datasets set {name} (split {split!r}) is not prepared in the array_record "
         f"format under data_dir={data_dir_ or 'the tfds default'}: "
