@@ -108,7 +108,11 @@ def _run(config, root, devices: int | None) -> None:
   if devices:
     jax.config.update("jax_num_cpu_devices", devices)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    try:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except (ValueError, RuntimeError) as e:  # missing or inconsistent flags, no coordinator
+      raise UserError(f"--distributed: {' '.join(str(e).split())}; give --coordinator_address=HOST:PORT, "
+                      "--num_processes=N and --process_id=0..N-1 (or run under SLURM / launch/)") from None
   from jaxgen import train  # importing the data sets is slow too
 
   mode = _MODE.value

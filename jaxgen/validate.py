@@ -145,7 +145,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ``UserError`` for the first field that cannot work; see the module docstring."""
   from jaxgen.families import FAMILIES  # pylint: disable=import-outside-toplevel
 
-  FAMILIES.get(_get(config, "model.family", ""))  # UserError listing the families
+  family = FAMILIES.get(_get(config, "model.family", ""))  # UserError listing the families
+  missing = sorted(set(family.defaults().get("model", {})) - set(config.model))
+  if missing:
+    raise UserError(f"model.family={config.model.family!r}, but config.model lacks its fields "
+                    f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): another family's "
+                    f"config cannot switch family; start from a config of {config.model.family!r} "
+                    f"(configs/*.py) or config_defaults.base({config.model.family!r})")
   data = _get(config, "data.name", "")
   _need(isinstance(data, str) and bool(data.strip()), "data.name", data, "is empty",
         "name a data set, e.g. --config.data.name=digits")

@@ -6,7 +6,7 @@ The cases run once per module (the ``outcomes`` fixture), two at a time; each pa
 then checks its own case. Each case is its own process running ``jaxgen/main.py`` as ``__main__``
 (what ``python -m jaxgen.main`` does), forked from a server that has imported jaxgen once
 (``multiprocessing``'s forkserver, no JAX backend started): a fresh interpreter spends ~1.3 of its
-~1.5 s importing, and 56 cases are most of this file's time. The trained run is a real
+~1.5 s importing, and the cases are most of this file's time. The trained run is a real
 ``python -m jaxgen.main`` process (as are test_cli.py's).
 """
 
@@ -90,6 +90,8 @@ CASES = [
     ("inception_weights_missing", [*VAE, "--config.eval.features=inception", "--config.eval.inception_weights=/no/w.npz"],
      ["eval.inception_weights='/no/w.npz'", "is not a file"]),
     ("family_unknown", [*VAE, "--config.model.family=vqgan"], ["unknown model family 'vqgan'", "vae"]),
+    ("family_switched", [*VAE, "--config.model.family=gan"], ["model.family='gan'", "lacks its fields", "loss"]),
+    ("distributed_without_coordinator", [*VAE, "--distributed"], ["--distributed:", "--coordinator_address"]),
     ("data_name_empty", [*VAE, "--config.data.name="], ["data.name=''", "is empty"]),
     ("init_from_missing", [*VAE, "--config.train.init_from=/no/such/run"], ["train.init_from='/no/such/run'"]),
     # Checked at setup, before the first step.

@@ -408,6 +408,7 @@ def _bad_inputs(tmp):
   np.save(tmp / "no_tokens.npy", np.zeros((0, 16), np.int64))
   np.savez(tmp / "wide_test.npz", x=np.zeros((4, 2, 2, 1), np.uint8), x_test=np.zeros((2, 2, 2, 1), np.uint16))
   np.save(tmp / "float_images.npy", np.zeros((4, 2, 2, 1), np.float32))
+  np.savez(tmp / "nan.npz", x=np.zeros((4, 2)), x_test=np.array([[0.0, np.nan], [np.inf, 1.0], [1.0, 1.0]]))
   write_images(tmp / "dangling", ["a.png"], size=(2, 2))
   os.symlink(tmp / "nowhere.png", tmp / "dangling" / "b.png")
   return [
@@ -437,6 +438,7 @@ def _bad_inputs(tmp):
       (f"arrays:{tmp / 'wide_test.npz'}", {}, "x_test \\(uint16 .* does not match x \\(uint8"),
       (f"arrays:{tmp / 'float_images.npy'}", {}, "in \\[0, 1\\]: np.round\\(x \\* 255\\).astype\\(np.uint8\\)"),
       (f"images:{tmp / 'dangling'}", {}, "file b.png cannot be opened .*a broken symbolic link"),
+      (f"arrays:{tmp / 'nan.npz'}", {}, "2 rows of x_test hold NaN or inf: drop them"),
       ("images:", {}, "names no path"),
   ]
 

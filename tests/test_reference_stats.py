@@ -77,6 +77,8 @@ def digits_reference(tmp_path_factory) -> dict[str, np.ndarray]:
     ({}, {"eval.features": "data"}, ["digits_classifier features", "data features of [8, 8, 1]"]),
     ({"feature_weights_sha256": "0" * 64}, {}, ["sha256 000000000000", "digits_classifier"]),
     ({"mu": np.zeros(64), "sigma": np.eye(64)}, {}, ["64-d", "(128-d)"]),
+    ({"feature_network": "data", "feature_weights_sha256": "", "data_value_range": [0.0, 1.0]},
+     {"eval.features": "data"}, ["scaled to [0.0, 1.0]", "are scaled to [-1.0, 1.0] (data.scale)"]),
 ])
 def test_mismatched_file_is_refused_before_training(tmp_path, digits_reference, file, overrides, words):
   fields = dict(digits_reference)
@@ -92,6 +94,21 @@ def test_mismatched_file_is_refused_before_training(tmp_path, digits_reference, 
   assert "\n" not in message and "--mode=reference_stats" in message
   for word in words:
     assert word in message
+
+
+def test_unreadable_file_and_unwritable_output_are_one_line(tmp_path, digits_reference):
+  assert list(digits_reference["data_value_range"]) == [-1.0, 1.0]  # recorded by --mode=reference_stats
+  good = tmp_path / "good.npz"
+  np.savez(good, **digits_reference)
+  (tmp_path / "empty.npz").write_bytes(b"")
+  (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:200])
+  for name, kind in (("empty.npz", "EOFError"), ("cut.npz", "BadZipFile")):
+    with pytest.raises(UserError, match=f"{name} is not a readable .npz file \\({kind}\\)"):
+      reference_stats.load(str(tmp_path / name))
+  (tmp_path / "a_file").write_text("")
+  config = tiny_config("gan", **DIGITS, **{"eval.reference_stats_out": str(tmp_path / "a_file" / "x.npz")})
+  with pytest.raises(UserError, match="cannot write the reference statistics to .*a_file .*reference_stats_out"):
+    reference_stats.compute(config, str(tmp_path / "run"))
 
 
 TWO_DEVICES = """

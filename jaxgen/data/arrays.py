@@ -61,6 +61,11 @@ def _spec(x: np.ndarray, test: np.ndarray | None, name: str, where: str) -> Data
   if x.dtype == np.uint8 and x.ndim == 4:
     return DataSpec(name=name, modality="image", shape=shape, levels=256)
   if np.issubdtype(x.dtype, np.floating) and x.ndim == 2:
+    for key, part in (("x", x), ("x_test", test)):
+      bad = 0 if part is None else int(np.count_nonzero(~np.isfinite(part).all(axis=1)))
+      if bad:
+        raise UserError(f"{where}: {bad} rows of {key} hold NaN or inf: drop them "
+                        f"({key}[np.isfinite({key}).all(axis=1)]) or fill them")
     return DataSpec(name=name, modality="points", shape=shape)
   if np.issubdtype(x.dtype, np.integer) and x.ndim == 2:
     parts = [p for p in ([x] if test is None else [x, test]) if p.size]

@@ -12,10 +12,10 @@ writes an ``.npz``:
 * ``feature_network`` (the space: ``inception``, ``digits_classifier``, ``data``) and
   ``feature_weights_sha256`` (of its weights, ``""`` for ``data``);
 * ``data_name``, ``data_modality``, ``data_shape`` (one example's model-space shape), ``data_levels``,
-  ``split``.
+  ``data_value_range`` (the model-space range: what ``eval.features=data`` features are in), ``split``.
 
 ``check`` (FID's precondition, before training) refuses a file made with another feature network
-or another example shape. pytorch-fid and clean-fid ``.npz`` files hold only ``mu`` and ``sigma``:
+or another example shape, and in the ``data`` space one of examples scaled to another range. pytorch-fid and clean-fid ``.npz`` files hold only ``mu`` and ``sigma``:
 they are accepted when ``F`` matches the configured network's, with a logged line saying that
 their network and image size could not be checked. Checkpoints are never read or written here.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import zipfile
 
 import jax
 import ml_collections
@@ -57,6 +58,7 @@ class Reference:
   sha256: str = ""
   data_shape: tuple[int, ...] = ()
   data_name: str = ""
+  value_range: tuple[float, ...] = ()  # the model-space range the examples were scaled to
 
   def describe(self) -> str:
     return _describe(self.network, self.sha256, self.data_shape)
@@ -76,9 +78,9 @@ def load(path: str) -> Reference:
   try:
     with np.load(io.BytesIO(file.read_bytes()), allow_pickle=False) as npz:
       arrays = {k: npz[k] for k in npz.files}
-  except (OSError, ValueError) as e:
-    raise UserError(f"eval.reference_stats={path} is not a readable .npz file; give a file written by "
-                    "--mode=reference_stats, pytorch-fid or clean-fid") from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # empty, cut short, not an .npz
+    raise UserError(f"eval.reference_stats={path} is not a readable .npz file ({type(e).__name__}); give a "
+                    "file written by --mode=reference_stats, pytorch-fid or clean-fid") from None
   if "mu" not in arrays or "sigma" not in arrays:
     raise UserError(f"eval.reference_stats={path} holds {sorted(arrays)}, not 'mu' and 'sigma'; give a file "
                     "written by --mode=reference_stats, pytorch-fid or clean-fid")
@@ -90,7 +92,8 @@ def load(path: str) -> Reference:
     return Reference(mu, sigma)
   return Reference(mu, sigma, int(arrays["count"]), str(arrays["feature_network"]),
                    str(arrays["feature_weights_sha256"]), tuple(int(d) for d in arrays["data_shape"]),
-                   str(arrays["data_name"]))
+                   str(arrays["data_name"]),
+                   tuple(float(v) for v in arrays.get("data_value_range", ())))  # absent in older files
 
 
 def check(config: ml_collections.ConfigDict, spec: DataSpec) -> Reference:
@@ -111,6 +114,10 @@ def check(config: ml_collections.ConfigDict, spec: DataSpec) -> Reference:
   else:
     _log.warning("eval.reference_stats=%s holds only mu and sigma (pytorch-fid / clean-fid): its feature "
                  "network and image size could not be checked; it must be of %s", path, ours)
+  ranges = (reference.value_range, tuple(float(v) for v in spec.value_range))
+  if net.space == "data" and reference.value_range and ranges[0] != ranges[1]:
+    raise UserError(f"eval.reference_stats={path} holds data features of examples scaled to "
+                    f"{list(ranges[0])}, but this run's are scaled to {list(ranges[1])} (data.scale); {fix}")
   return reference
 
 
@@ -121,6 +128,16 @@ def output_path(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   return workdir_lib.path(workdir) / "reference_stats" / f"{config.eval.reference_stats_split}.npz"
 
 
+def _write(path: epath.Path, data: bytes) -> None:
+  """``data`` to ``path`` (its folder created); a path that cannot be written is one line."""
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+  except OSError as e:
+    raise UserError(f"cannot write the reference statistics to {path.parent} ({e.strerror or e}): set "
+                    "--config.eval.reference_stats_out to a writable file path") from None
+
+
 def compute(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   """``--mode=reference_stats``: the statistics of split ``eval.reference_stats_split``, written (by
   process 0) to ``output_path``, which is returned."""
@@ -129,6 +146,11 @@ def compute(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   if split not in SPLITS:
     raise UserError(f"eval.reference_stats_split={split!r} is not a split; use one of {', '.join(SPLITS)}")
   parallel.check_batch_size(cfg.batch_size, "eval.batch_size")
+  path = output_path(config, workdir)
+  if jax.process_index() == 0:  # a path that cannot be written fails now, not after the long pass
+    probe = path.parent / f".{path.name}.probe"
+    _write(probe, b"")
+    probe.unlink()
   mesh = parallel.make_mesh()
   pipe = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
   spec = pipe.spec
@@ -152,15 +174,14 @@ def compute(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
     bar.update(real)
   bar.close()
   mu, sigma = acc.finalize()
-  path = output_path(config, workdir)
   if jax.process_index() == 0:
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, sigma=sigma, count=np.int64(acc.count), feature_network=np.array(net.space),
              feature_weights_sha256=np.array(net.sha256), data_name=np.array(spec.name),
              data_modality=np.array(spec.modality), data_shape=np.array(spec.shape, np.int64),
+             data_value_range=np.array(spec.value_range, np.float64),
              data_levels=np.int64(spec.levels), split=np.array(split))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
+    _write(path, buffer.getvalue())
   _log.info("reference statistics of %d %s examples of %s (%s) -> %s", acc.count, split, spec.name,
             _describe(net.space, net.sha256, tuple(spec.shape)), path)
   return path
