@@ -2,8 +2,9 @@
 the training split encoded once by a frozen encoder.
 
 Latent diffusion loads its autoencoder this way, reflow its teacher flow, the VQ-VAE prior its
-VQ-VAE. The newest complete
-checkpoint of ``<workdir>/checkpoints`` is read with :class:`jaxgen.checkpoint.Checkpointer`,
+VQ-VAE. The newest complete checkpoint of ``<workdir>/checkpoints`` (logged, with how to pin it),
+or the one a ``<workdir>/checkpoints/<step>`` path names (pinned: the second stage keeps it while
+the first trains on, so its resume stays exact), is read with :class:`jaxgen.checkpoint.Checkpointer`,
 read-only (the trained run's files never change), its arrays checked against their stored digests;
 the family is rebuilt for the caller's data from the config saved with that checkpoint (or the
 run's ``config.json``), over today's defaults of its family (fields added since keep their
@@ -19,6 +20,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import config_defaults
@@ -69,12 +71,23 @@ def load(workdir: str, spec: DataSpec, data_config: ml_collections.ConfigDict, k
   ``family`` (when given), or trained on other data than ``data_config`` describes."""
   if not workdir:
     raise UserError(f"{knob} is empty; set --config.{knob}=WORKDIR of a trained run")
-  ckpt = checkpoint_lib.Checkpointer(workdir, config=None, read_only=True)
+  path = workdir_lib.path(workdir)
+  pinned = int(path.name) if path.name.isdigit() and path.parent.name == "checkpoints" else None
+  run = str(path.parent.parent) if pinned is not None else workdir
+  ckpt = checkpoint_lib.Checkpointer(run, config=None, read_only=True)
   try:
-    step = next((s for s in ckpt.steps() if ckpt.meta(s) is not None), None)
-    if step is None:
-      raise UserError(f"{knob}={workdir!r} has no checkpoint in {ckpt.directory}; train that run "
-                      f"first (python -m jaxgen.main --config=... --workdir={workdir})")
+    if pinned is None:
+      step = next((s for s in ckpt.steps() if ckpt.meta(s) is not None), None)
+      if step is None:
+        raise UserError(f"{knob}={workdir!r} has no checkpoint in {ckpt.directory}; train that run "
+                        f"first (python -m jaxgen.main --config=... --workdir={workdir})")
+      logging.info("%s: step %d of %s, its newest; pin it with --config.%s=%s to keep using this "
+                   "step when that run trains on", knob, step, run, knob, ckpt.directory / str(step))
+    else:
+      step = pinned
+      if ckpt.meta(step) is None:
+        raise UserError(f"{knob}={workdir!r} is not a complete checkpoint (steps there: "
+                        f"{', '.join(map(str, sorted(ckpt.steps()))) or 'none'}); give one of them or the workdir")
     saved, where = ckpt.meta(step).get("config"), str(ckpt.directory / str(step))
     if saved is None:  # a checkpoint saved without its config: the run's config.json
       where = workdir_lib.path(workdir) / "config.json"

@@ -14,7 +14,8 @@ import pytest
 from test_vae import _discretized_logistic_log_prob, final_eval
 
 from conftest import ROOT, compiled_init, tiny_config
-from jaxgen import config_defaults, families, train
+from jaxgen import checkpoint as checkpoint_lib
+from jaxgen import config_defaults, families, pretrained, train
 from jaxgen import data as data_lib
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -189,3 +190,18 @@ def test_prior_refuses_other_data_and_missing_runs(vqvae_workdir, tmp_path):
     families.build(_prior(str(tmp_path)), DIGITS)
   with pytest.raises(UserError, match="output=softmax"):
     families.build(_prior(vqvae_workdir, **{"model.output": "logistic_mixture"}), DIGITS)
+
+
+def test_a_pinned_stage_one_step_is_kept_while_that_run_trains_on(vqvae_workdir):
+  # <workdir>/checkpoints/<step> names one step (exact resume of the second stage even after the
+  # first trains on); the workdir alone is its newest step. The tiny run saved steps 2 and 4.
+  config = tiny_config("vqvae", **VQ_TINY)
+  newest = pretrained.load(vqvae_workdir, DIGITS, config.data, "model.vqvae_workdir", "vqvae")
+  pinned = pretrained.load(os.path.join(vqvae_workdir, "checkpoints", "2"), DIGITS, config.data,
+                           "model.vqvae_workdir", "vqvae")
+  assert (newest.step, pinned.step) == (4, 2)
+  restored = checkpoint_lib.Checkpointer(vqvae_workdir, config=None, read_only=True).restore_as_saved(2)[0]
+  jax.tree.map(np.testing.assert_array_equal, pinned.params, restored["ema_params"])
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(pinned.params), jax.tree.leaves(newest.params)))
+  with pytest.raises(UserError, match=r"checkpoints/3' is not a complete checkpoint \(steps there: 2, 4\)"):
+    pretrained.load(os.path.join(vqvae_workdir, "checkpoints", "3"), DIGITS, config.data, "model.vqvae_workdir")
