@@ -102,13 +102,40 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   parallel.check_batch_size(config.eval.batch_size, "eval.batch_size")
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
-  family = families.build(config, data.spec)
+  family = _sizes_checked(config, lambda: families.build(config, data.spec))
   evaluators = evaluation.prepare(config, data.spec, family, data.num_test)
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
   optim.resolve_decay_steps(config, saved.saved_config())  # an extended run keeps its schedule
   saved.close()
   repeats = {group.network: group.repeats for group in family.update_groups()}
-  return Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks, repeats), evaluators)
+  exp = Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks, repeats), evaluators)
+  _sizes_checked(config, exp.abstract_state)  # traces the init: networks of impossible sizes fail here
+  return exp
+
+
+def _sizes_checked(config: ml_collections.ConfigDict, build: Any) -> Any:
+  """``build()``. When it fails with a ``TypeError``, ``ValueError`` or ``ZeroDivisionError`` while an
+  integer ``model.*`` field is <= 0 whose family default is >= 1 (a size: ``model.latent_dim=0``),
+  that is one line naming the fields (JAX's own message would name an array shape instead)."""
+  try:
+    return build()
+  except (TypeError, ValueError, ZeroDivisionError) as e:
+    defaults = families.FAMILIES.get(config.model.family).defaults().get("model", {})
+
+    def sizes(values, defaults, prefix="model."):
+      for key, value in values.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+          yield from sizes(value, default or {}, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool) and isinstance(default, int) and default >= 1:
+          if value <= 0:
+            yield f"{prefix}{key}={value}"
+
+    bad = list(sizes(config.model, defaults))
+    if not bad:
+      raise
+    raise UserError(f"cannot build the {config.model.family} model with {', '.join(bad)} "
+                    f"({type(e).__name__}); sizes must be >= 1") from None
 
 
 # --- state -----------------------------------------------------------------------------------------

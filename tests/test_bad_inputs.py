@@ -91,6 +91,8 @@ CASES = [
      ["eval.inception_weights='/no/w.npz'", "is not a file"]),
     ("family_unknown", [*VAE, "--config.model.family=vqgan"], ["unknown model family 'vqgan'", "vae"]),
     ("family_switched", [*VAE, "--config.model.family=gan"], ["model.family='gan'", "lacks its fields", "loss"]),
+    ("size_zero", [*VAE, "--config.model.latent_dim=0"], ["vae model with model.latent_dim=0", ">= 1"]),
+    ("size_negative", [*VAE, "--config.model.latent_dim=-3"], ["model.latent_dim=-3 (TypeError)"]),
     ("distributed_without_coordinator", [*VAE, "--distributed"], ["--distributed:", "--coordinator_address"]),
     ("data_name_empty", [*VAE, "--config.data.name="], ["data.name=''", "is empty"]),
     ("init_from_missing", [*VAE, "--config.train.init_from=/no/such/run"], ["train.init_from='/no/such/run'"]),
