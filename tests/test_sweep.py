@@ -329,21 +329,20 @@ def test_slurm_array_task_runs_exactly_its_point(reference, tmp_path):
 def test_rerun_with_other_eval_settings_re_evaluates_the_trained_point(tmp_path):
   # A trained point rerun with new eval settings: the trainer alone would keep the old eval file
   # (it only finishes a missing one), so the sweep evaluates it again; attempts and wall time add up.
-  workdir = str(tmp_path / "sweep")
-  point = os.path.join(workdir, "points", "seed-0")
+  common = [flag.removeprefix("--config.") for flag in TINY] + ["eval.metrics=('heldout',)"]
 
-  def run(*flags):
-    proc = sweep_cli(VAE, "--axis=seed=0", f"--workdir={workdir}", *TINY, "--config.eval.metrics=('heldout',)", *flags)
-    status = read_json(point, "sweep_status.json")
-    assert proc.returncode == 0 and status["status"] == "done", proc.stderr
+  def run(*extra):
+    sweep = sweeps.prepare("configs/vae.py", [{"seed": 0}], str(tmp_path / "sweep"), [*common, *extra])
+    status = local.Runner(sweep, echo=lambda line: None).run_point(sweep.points[0], local.Share({}))
+    assert status["status"] == "done", status
     return status
 
   first = run()
-  one_batch = final_eval(workdir, "seed-0")
-  second = run("--config.eval.num_batches=2")
-  assert final_eval(workdir, "seed-0")["bits_per_dim"] != one_batch["bits_per_dim"]
-  assert attempts_in_log(workdir, "seed-0") == 2 and second["attempts"] == 2
-  with open(os.path.join(point, "sweep.log")) as f:
+  one_batch = final_eval(str(tmp_path / "sweep"), "seed-0")
+  second = run("eval.num_batches=2")
+  assert final_eval(str(tmp_path / "sweep"), "seed-0")["bits_per_dim"] != one_batch["bits_per_dim"]
+  assert attempts_in_log(str(tmp_path / "sweep"), "seed-0") == 2 and second["attempts"] == 2
+  with open(tmp_path / "sweep" / "points" / "seed-0" / "sweep.log") as f:
     assert sum("--mode=eval" in line for line in f if line.startswith(local.HEADER)) == 1
   assert second["wall_s"] > first["wall_s"]
 
