@@ -112,6 +112,11 @@ def test_axes_and_lists_expand_to_the_expected_points(tmp_path):
   assert [p.values for p in lrs.points] == [{"optim.model.learning_rate": 1e-4, "seed": 0},
                                             {"optim.model.learning_rate": 1e-3, "seed": 1}]
 
+  # Folders of points an earlier, wider run had: kept, and named so the narrower rerun says so.
+  os.makedirs(tmp_path / "w" / "points" / "seed-9")
+  os.makedirs(tmp_path / "w" / "points" / lrs.points[0].name)
+  assert lrs.other_point_dirs() == ["seed-9"]
+
   with pytest.raises(UserError, match="'model.hidden' is set both by get_sweep"):
     sweeps.declare("configs/vae.py", str(sweep_file), ["seed=0", "model.hidden=(2,)"])
   with pytest.raises(UserError, match="points 0 and 1 are the same"):

@@ -81,6 +81,10 @@ def run(config_path: str, points: list[Mapping[str, Any]], workdir: str, paralle
   sweep.save()
   todo = [sweep.points[i] for i in pending(sweep)]
   print(f"sweep {sweep.workdir}: {len(sweep.points)} points, {len(todo)} to run, {parallel} at once", flush=True)
+  others = sweep.other_point_dirs()
+  if others:
+    print(f"note: {len(others)} point folders in {sweep.workdir}/points are not in this sweep (kept, not in its "
+          f"table): {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}", flush=True)
   Runner(sweep, parallel, echo=lambda line: print(line, flush=True)).run(todo)
   return collect(workdir, plot_metric, plot_axis)
 

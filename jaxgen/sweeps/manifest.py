@@ -88,6 +88,13 @@ class Sweep:
     write_json(os.path.join(self.point_dir(point), "sweep_status.json"), status)
     return status
 
+  def other_point_dirs(self) -> list[str]:
+    """Names of the folders in ``points/`` that belong to none of this sweep's points (points of an
+    earlier, wider run of the sweep: kept on disk, left out of the manifest and the table)."""
+    root = os.path.join(self.workdir, "points")
+    names = {p.name for p in self.points}
+    return sorted(d for d in (os.listdir(root) if os.path.isdir(root) else []) if d not in names)
+
   def save(self) -> None:
     """Writes ``manifest.json``: the sweep and each point's current status."""
     os.makedirs(self.workdir, exist_ok=True)
