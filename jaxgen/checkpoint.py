@@ -386,18 +386,20 @@ class Checkpointer:
 # --- warm start ------------------------------------------------------------------------------------
 
 
-def _step_dir(init_from: str) -> tuple[epath.Path, int]:
-  """``--config.train.init_from``: a workdir (its newest complete step) or ``.../checkpoints/<step>``."""
-  path = workdir_lib.path(init_from)
+def step_dir(text: str, knob: str) -> tuple[epath.Path, int, bool]:
+  """``(run workdir, step, pinned)`` of a config field ``knob`` naming a trained run: a workdir (its
+  newest complete step; ``UserError`` when it has none) or ``<workdir>/checkpoints/<step>``
+  (``pinned``: that step, whose completeness the caller checks)."""
+  path = workdir_lib.path(text)
   if path.name.isdigit() and path.parent.name == "checkpoints":
-    return path.parent.parent, int(path.name)
+    return path.parent.parent, int(path.name), True
   ckpt = Checkpointer(path, config=None, read_only=True)
   step = next((s for s in ckpt.steps() if ckpt.meta(s) is not None), None)
   ckpt.close()
   if step is None:
-    raise UserError(f"train.init_from={init_from!r} holds no checkpoint; give a workdir of a trained run "
-                    "or one of its checkpoints/<step> directories")
-  return path, step
+    raise UserError(f"{knob}={text!r} holds no checkpoint in {path / 'checkpoints'}; train that run first, "
+                    "or give a workdir of a trained run or one of its checkpoints/<step> directories")
+  return path, step, False
 
 
 def warm_start(init_from: str, fresh: Any) -> Any:
@@ -406,7 +408,7 @@ def warm_start(init_from: str, fresh: Any) -> Any:
   saved value; the step stays 0 and the optimizer state fresh. The saved arrays are verified
   against their digests. Raises ``UserError`` when nothing matches or the checkpoint is unusable.
   """
-  root, step = _step_dir(init_from)
+  root, step, _ = step_dir(init_from, "train.init_from")
   ckpt = Checkpointer(root, config=None, read_only=True)
   try:
     if step not in ckpt.steps() or ckpt.meta(step) is None:

@@ -25,7 +25,6 @@ from absl import logging
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import config_defaults
 from jaxgen import data as data_lib
-from jaxgen import workdir as workdir_lib
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 from jaxgen.families.base import Family, build
@@ -71,26 +70,18 @@ def load(workdir: str, spec: DataSpec, data_config: ml_collections.ConfigDict, k
   ``family`` (when given), or trained on other data than ``data_config`` describes."""
   if not workdir:
     raise UserError(f"{knob} is empty; set --config.{knob}=WORKDIR of a trained run")
-  path = workdir_lib.path(workdir)
-  pinned = int(path.name) if path.name.isdigit() and path.parent.name == "checkpoints" else None
-  run = str(path.parent.parent) if pinned is not None else workdir
+  run, step, pinned = checkpoint_lib.step_dir(workdir, knob)
   ckpt = checkpoint_lib.Checkpointer(run, config=None, read_only=True)
   try:
-    if pinned is None:
-      step = next((s for s in ckpt.steps() if ckpt.meta(s) is not None), None)
-      if step is None:
-        raise UserError(f"{knob}={workdir!r} has no checkpoint in {ckpt.directory}; train that run "
-                        f"first (python -m jaxgen.main --config=... --workdir={workdir})")
+    if not pinned:
       logging.info("%s: step %d of %s, its newest; pin it with --config.%s=%s to keep using this "
                    "step when that run trains on", knob, step, run, knob, ckpt.directory / str(step))
-    else:
-      step = pinned
-      if ckpt.meta(step) is None:
-        raise UserError(f"{knob}={workdir!r} is not a complete checkpoint (steps there: "
-                        f"{', '.join(map(str, sorted(ckpt.steps()))) or 'none'}); give one of them or the workdir")
+    elif ckpt.meta(step) is None:
+      raise UserError(f"{knob}={workdir!r} is not a complete checkpoint (steps there: "
+                      f"{', '.join(map(str, sorted(ckpt.steps()))) or 'none'}); give one of them or the workdir")
     saved, where = ckpt.meta(step).get("config"), str(ckpt.directory / str(step))
     if saved is None:  # a checkpoint saved without its config: the run's config.json
-      where = workdir_lib.path(workdir) / "config.json"
+      where = run / "config.json"
       saved = json.loads(where.read_text())
     config = _config(saved, where)
     wanted = (family,) if isinstance(family, str) else tuple(family)

@@ -135,7 +135,7 @@ def _sizes_checked(config: ml_collections.ConfigDict, build: Any) -> Any:
     if not bad:
       raise
     raise UserError(f"cannot build the {config.model.family} model with {', '.join(bad)} "
-                    f"({type(e).__name__}); sizes must be >= 1") from None
+                    f"({type(e).__name__}); sizes must be >= 1") from e  # chained: the cause stays inspectable
 
 
 # --- state -----------------------------------------------------------------------------------------

@@ -328,6 +328,8 @@ def test_points_and_tokens_with_a_hashed_split(tmp_path):
   is_test = np.array([files.hash_fraction(str(i)) < 0.2 for i in range(200)])
   np.testing.assert_array_equal(all_examples(p, "test")["x"], points[is_test].astype(np.float32))
   np.testing.assert_array_equal(all_examples(p, "train")["x"], points[~is_test].astype(np.float32))
+  np.savez(tmp_path / "t16.npz", x=np.ones((4, 9), np.uint16), x_test=np.ones((2, 9), np.uint8))
+  assert build(make_config(f"arrays:{tmp_path / 't16.npz'}")).spec.modality == "text"  # any integer tokens
   tokens = np.random.default_rng(1).integers(0, 7, (50, 9)).astype(np.int64)
   np.save(tmp_path / "t.npy", tokens)
   q = build(make_config(f"arrays:{tmp_path / 't.npy'}"))

@@ -257,8 +257,9 @@ def test_a_test_split_too_small_for_a_metric_stops_before_training(tmp_path, cap
   with pytest.raises(UserError, match=r"'fid' needs >= 2 real examples"):
     evaluation.prepare(_config(**{"eval.metrics": ("fid",)}), spec, None, num_real=1)
   images = DataSpec("rgb", "image", (4, 4, 3), levels=256)
-  assert len(evaluation.prepare(_config(**{"eval.metrics": ("is",), "eval.features": "inception"}),
-                                images, None, num_real=0)) == 0  # no weights: skipped, but not refused
+  for metrics in (("is",), ("fid", "precision_recall")):  # no Inception weights: skipped, so not refused
+    assert evaluation.prepare(_config(**{"eval.metrics": metrics, "eval.features": "inception"}),
+                              images, None, num_real=1) == []
   # Through the trainer: refused before the first step, so no checkpoint is written.
   np.save(tmp_path / "points.npy", np.random.default_rng(0).standard_normal((40, 2)).astype(np.float32))
   run = tiny_config("flow2d", **{"data.name": f"arrays:{tmp_path / 'points.npy'}", "data.test_fraction": 0.05,

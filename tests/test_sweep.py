@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT
 from jaxgen import sweeps
 from jaxgen.errors import UserError
-from jaxgen.sweeps import local, points
+from jaxgen.sweeps import local, points, results
 
 # A VAE that trains in seconds; only keys every config keeps (seed, train.*, model.*, eval.* sizes).
 TINY = ["--config.train.steps=4", "--config.train.batch_size=16", "--config.train.checkpoint_every=2",
@@ -333,7 +333,8 @@ def test_slurm_array_task_runs_exactly_its_point(reference, tmp_path):
 
 def test_rerun_with_other_eval_settings_re_evaluates_the_trained_point(tmp_path):
   # A trained point rerun with new eval settings: the trainer alone would keep the old eval file
-  # (it only finishes a missing one), so the sweep evaluates it again; attempts and wall time add up.
+  # (it only finishes a missing one), so the sweep renames it aside and the trainer evaluates again;
+  # attempts and wall time add up.
   common = [flag.removeprefix("--config.") for flag in TINY] + ["eval.metrics=('heldout',)"]
 
   def run(*extra):
@@ -347,8 +348,9 @@ def test_rerun_with_other_eval_settings_re_evaluates_the_trained_point(tmp_path)
   second = run("eval.num_batches=2")
   assert final_eval(str(tmp_path / "sweep"), "seed-0")["bits_per_dim"] != one_batch["bits_per_dim"]
   assert attempts_in_log(str(tmp_path / "sweep"), "seed-0") == 2 and second["attempts"] == 2
-  with open(tmp_path / "sweep" / "points" / "seed-0" / "sweep.log") as f:
-    assert sum("--mode=eval" in line for line in f if line.startswith(local.HEADER)) == 1
+  (aside,) = (tmp_path / "sweep" / "points" / "seed-0" / "eval").glob("step_4.before-*.json")
+  assert json.loads(aside.read_text()) == one_batch  # kept, and not a final metric any more
+  assert results.final_metrics(str(tmp_path / "sweep" / "points" / "seed-0"))["bits_per_dim"] != one_batch["bits_per_dim"]
   assert second["wall_s"] > first["wall_s"]
 
 

@@ -87,7 +87,7 @@ def _check(arrays: dict[str, np.ndarray], where: str) -> None:
     xt = arrays["x_test"]
     # Same kind (float / int), and uint8 images need uint8 test images (their 256-level tables).
     if (xt.shape[1:] != x.shape[1:] or xt.dtype.kind != x.dtype.kind
-        or (x.dtype == np.uint8) != (xt.dtype == np.uint8)):
+        or (x.ndim == 4 and (x.dtype == np.uint8) != (xt.dtype == np.uint8))):
       raise UserError(f"{where}: x_test ({xt.dtype} {xt.shape}) does not match x ({x.dtype} "
                       f"{x.shape}) in dtype and example shape: save matching arrays")
   for key, data in (("label", "x"), ("label_test", "x_test")):

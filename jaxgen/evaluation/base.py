@@ -124,6 +124,11 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any, num_
   evaluators = [EVALUATORS.get(name)() for name in dict.fromkeys(config.eval.metrics)]
   for evaluator in evaluators:
     evaluator.check(config, spec, family)
+  skipped = [e.name for e in evaluators if e.uses_features and not features.available(config, spec)]
+  if skipped:
+    _log.warning("metrics %s on %s are unavailable: set --config.eval.inception_weights=PATH "
+                 "(convert with experiments/convert_inception_weights.py)", skipped, spec.name)
+  evaluators = [e for e in evaluators if e.name not in skipped]
   needs = {e.name: e.real_examples_needed(config) for e in evaluators if isinstance(e, features.FeatureMetric)}
   readers = [name for name, need in needs.items() if need]
   for name in readers:
@@ -134,11 +139,7 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any, num_
   if readers and num_real < config.eval.num_samples:
     _log.warning("metrics %s compare eval.num_samples=%d samples with the %d examples of the test split "
                  "of %s", readers, config.eval.num_samples, num_real, spec.name)
-  skipped = [e.name for e in evaluators if e.uses_features and not features.available(config, spec)]
-  if skipped:
-    _log.warning("metrics %s on %s are unavailable: set --config.eval.inception_weights=PATH "
-                 "(convert with experiments/convert_inception_weights.py)", skipped, spec.name)
-  return [e for e in evaluators if e.name not in skipped]
+  return evaluators
 
 
 def run(evaluators: list[Evaluator], ctx: EvalContext) -> dict[str, float]:

@@ -209,4 +209,5 @@ def evaluate_samples(names: Iterable[str], samples: np.ndarray, real: np.ndarray
   config = ml_collections.ConfigDict({"eval": base.default_config()})
   config.eval.metrics = tuple(names)
   config_defaults.apply_overrides(config, overrides)
+  config.eval.num_samples = len(samples)  # what is scored, whatever the default says
   return base.run(base.prepare(config, spec, None, len(real)), ArrayContext(config, spec, samples, real))

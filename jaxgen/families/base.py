@@ -7,6 +7,9 @@ A *family* (GAN, VAE, PixelCNN, flow, diffusion, ...) is a class registered by n
     ``params``: ``{network_name: params_pytree}`` -- what the optimizers train.
     ``state``:  ``{network_name: {collection: pytree}}`` -- non-gradient Flax collections
     (BatchNorm statistics, EMA codebooks, actnorm initialisation); ``{}`` when there is none.
+    Integer leaves are step counters (a KL warm-up's step): under gradient accumulation every
+    micro-batch sees the update's value and they advance once per update, while float leaves
+    thread through the micro-batches; keep PRNG keys as JAX key arrays, not raw integers.
 * ``update_groups() -> [UpdateGroup]``, in order. Each group names one network and a *pure* loss
     ``loss_fn(params, state, batch, rng) -> (scalar_loss, (metrics, new_state))``.
     The trainer differentiates the loss w.r.t. ``params[group.network]`` only and applies that

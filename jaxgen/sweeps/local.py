@@ -154,22 +154,22 @@ class Runner:
   def run_point(self, point: Point, share: Share) -> dict[str, Any]:
     """Trains ``point`` (resuming from its checkpoints) and records its status. Exit status 0 of the
     trainer means trained to ``train.steps`` and evaluated (an evaluator set that reports no number
-    writes no eval file). A point recorded for other overrides whose final evaluation exists is
-    already trained, so the trainer keeps that evaluation: it is evaluated again (``--mode=eval``)."""
+    writes no eval file). A point recorded for other overrides may hold a final evaluation made
+    under them; it is renamed ``step_<N>.before-<time>.json`` (kept, but no longer a final
+    metric), so the trainer, finding the run trained and the file missing, evaluates it again under
+    the current overrides (and does so on the next run if this one is interrupted first)."""
     sweep = self.sweep
     os.makedirs(sweep.point_dir(point), exist_ok=True)
     recorded = sweep.recorded(point)
-    changed = bool(recorded) and recorded.get("overrides") != sweep.overrides(point)
     final = os.path.join(sweep.point_dir(point), "eval", f"step_{point.steps}.json")
-    stale = changed and os.path.exists(final)
+    if recorded and recorded.get("overrides") != sweep.overrides(point) and os.path.exists(final):
+      os.replace(final, final.replace(".json", f".before-{int(time.time())}.json"))
     with open(sweep.log_path(point), "a") as log:
       self._record(point, status="running", error="", attempts=recorded.get("attempts", 0) + 1,
                    started=time.time())
       self.echo(f"{point.name}: started ({share.describe()})")
       start, offset = time.time(), log.tell()
       code = self._attempt(sweep.command(point), log, share)
-      if code == 0 and stale:
-        code = self._attempt(sweep.command(point, mode="eval"), log, share)
       wall = recorded.get("wall_s", 0.0) + time.time() - start
       if code is None or code == Preempted.EXIT_CODE:  # the sweep is stopping, or the point was preempted
         self.echo(f"{point.name}: stopped; it resumes from its last checkpoint when the sweep runs again")

@@ -13,8 +13,9 @@
 
 A status recorded for other overrides than the point's current ones (the common ``--config.k=v``
 flags changed between two runs of the sweep) counts as pending: the point runs again, and when it
-is already trained to its steps it is evaluated again under the new overrides (``--mode=eval``),
-so its final metrics never come from other settings.
+is already trained to its steps it is evaluated again under the new overrides (the local runner
+renames the earlier final evaluation aside first), so its final metrics never come from other
+settings.
 """
 
 from __future__ import annotations
