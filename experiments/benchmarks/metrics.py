@@ -124,34 +124,28 @@ def main() -> None:
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; n={args.n} dim={args.dim} "
         f"block={args.block_size}; peak memory after data {peak_memory()}")
 
-  rows = []
-  (stats1, t1) = _timed(ev.gaussian_stats, real, repeats=args.repeats)
-  (stats2, t2) = _timed(ev.gaussian_stats, fake, repeats=args.repeats)
-  fid, t_fd = _timed(ev.frechet_distance, *stats1, *stats2, repeats=args.repeats)
-  rows.append(("FID jaxgen: statistics (2 sets)", t1 + t2, peak_memory()))
-  rows.append(("FID jaxgen: Frechet distance", t_fd, peak_memory()))
-  fids = {"jaxgen (float32 features)": (fid, t1 + t2 + t_fd)}
+  rows, fids = [], {}
+
+  def route(name, rows_named, stats_fn, frechet_fn, warm_up=True):
+    """Times one FID route (statistics of both sets, then the distance), adds its two rows and its
+    FID to ``fids[name]``; returns the statistics of the real set."""
+    (stats1, t1), (stats2, t2) = (_timed(stats_fn, x, repeats=args.repeats, warm_up=warm_up) for x in (real, fake))
+    value, t_fd = _timed(frechet_fn, *stats1, *stats2, repeats=args.repeats, warm_up=warm_up)
+    rows.extend([(rows_named[0], t1 + t2, peak_memory()), (rows_named[1], t_fd, peak_memory())])
+    fids[name] = (value, t1 + t2 + t_fd)
+    return stats1, stats2
+
+  route("jaxgen (float32 features)", ("FID jaxgen: statistics (2 sets)", "FID jaxgen: Frechet distance"),
+        ev.gaussian_stats, ev.frechet_distance)
   if not args.skip_float64:
-    (stats1, t1) = _timed(_float64_stats, real, repeats=args.repeats)
-    (stats2, t2) = _timed(_float64_stats, fake, repeats=args.repeats)
-    fid64, t_fd = _timed(ev.frechet_distance, *stats1, *stats2, repeats=args.repeats)
-    rows.append(("FID jaxgen float64: statistics (2 sets)", t1 + t2, peak_memory()))
-    rows.append(("FID jaxgen float64: Frechet distance", t_fd, peak_memory()))
-    fids["jaxgen (float64 features)"] = (fid64, t1 + t2 + t_fd)
+    route("jaxgen (float64 features)", ("FID jaxgen float64: statistics (2 sets)",
+                                        "FID jaxgen float64: Frechet distance"), _float64_stats, ev.frechet_distance)
   if args.lapack_floor:
-    (lap1, s1), (lap2, s2) = (_timed(_lapack_stats, x, repeats=args.repeats, warm_up=False)
-                              for x in (real, fake))
-    lap_fid, t_lap = _timed(_lapack_frechet, *lap1, *lap2, repeats=args.repeats, warm_up=False)
-    rows.append(("FID LAPACK floor: ssyrk (2 sets)", s1 + s2, peak_memory()))
-    rows.append(("FID LAPACK floor: potrf+sygst+sytrd+sterf", t_lap, peak_memory()))
-    fids["LAPACK floor (scipy BLAS)"] = (lap_fid, s1 + s2 + t_lap)
+    route("LAPACK floor (scipy BLAS)", ("FID LAPACK floor: ssyrk (2 sets)", "FID LAPACK floor: potrf+sygst+sytrd+sterf"),
+          _lapack_stats, _lapack_frechet, warm_up=False)
   if not args.skip_scipy:
-    (ref1, s1), (ref2, s2) = (_timed(_scipy_stats, x, repeats=args.repeats, warm_up=False)
-                              for x in (real, fake))
-    ref_fid, t_ref = _timed(_scipy_frechet, *ref1, *ref2, repeats=args.repeats, warm_up=False)
-    rows.append(("FID scipy: numpy.cov (2 sets)", s1 + s2, peak_memory()))
-    rows.append(("FID scipy: sqrtm route", t_ref, peak_memory()))
-    fids["scipy (numpy.cov + sqrtm)"] = (ref_fid, s1 + s2 + t_ref)
+    ref1, ref2 = route("scipy (numpy.cov + sqrtm)", ("FID scipy: numpy.cov (2 sets)", "FID scipy: sqrtm route"),
+                       _scipy_stats, _scipy_frechet, warm_up=False)
     exact = _reference_frechet(*ref1, *ref2)
   if not args.skip_manifold:
     (pr, t_pr) = _timed(lambda: ev.manifold_metrics(real, fake, 3, 5, args.block_size),
