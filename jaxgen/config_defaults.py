@@ -18,6 +18,7 @@ for networks without their own entry), ``train`` (loop, checkpoints, logging, EM
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import runpy
 from typing import Any, Iterable, Mapping
@@ -180,15 +181,23 @@ def parse_value(current: Any, text: str, key: str = "") -> Any:
     return text
 
 
+def _suggestion(node: Any, parts: list[str]) -> str:
+  """``" (did you mean 'train.steps'?)"``: the field of ``node`` closest to the mistyped last of
+  ``parts``, or ``""``."""
+  close = difflib.get_close_matches(parts[-1], list(node), n=1) if isinstance(node, ml_collections.ConfigDict) else []
+  return f" (did you mean {'.'.join([*parts[:-1], close[0]])!r}?)" if close else ""
+
+
 def _node_for(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
   node, parts = config, key.split(".")
   for i, part in enumerate(parts[:-1]):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      raise UserError(f"unknown config key {key!r}: {'.'.join(parts[:i + 1])!r} is not a config group; "
-                      "see the config file for the available fields")
+      raise UserError(f"unknown config key {key!r}: {'.'.join(parts[:i + 1])!r} is not a config group"
+                      f"{_suggestion(node, parts[:i + 1])}; see the config file for the available fields")
     node = node[part]
   if not isinstance(node, ml_collections.ConfigDict) or parts[-1] not in node:
-    raise UserError(f"unknown config key {key!r}; see the config file for the available fields")
+    raise UserError(f"unknown config key {key!r}{_suggestion(node, parts)}; see the config file for the "
+                    "available fields")
   return node, parts[-1]
 
 

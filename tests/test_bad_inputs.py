@@ -54,8 +54,9 @@ CASES = [
     ("config_bad_import", ["--config={tmp}/bad_import.py"], ["fails to load", "no_such_module_xyz"]),
     ("config_flag_missing", [*TINY], ["--config is required"]),
     # Overrides.
-    ("unknown_key", [*VAE, "--config.train.stepz=3"], ["unknown config key 'train.stepz'"]),
-    ("unknown_group", [*VAE, "--config.trian.steps=3"], ["unknown config key 'trian.steps'", "'trian'"]),
+    ("unknown_key", [*VAE, "--config.train.stepz=3"], ["unknown config key 'train.stepz' (did you mean 'train.steps'?)"]),
+    ("unknown_group", [*VAE, "--config.trian.steps=3"], ["unknown config key 'trian.steps'", "'trian'",
+                                                          "(did you mean 'train'?)"]),
     ("int_not_a_number", [*VAE, "--config.model.latent_dim=abc"], ["model.latent_dim", "not a number"]),
     ("bool_not_a_bool", [*VAE, "--config.train.progress_bar=maybe"], ["progress_bar", "not a bool"]),
     ("tuple_not_ints", [*VAE, "--config.model.hidden=abc"], ["model.hidden", "sequence of int"]),
