@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 
 class UserError(Exception):
@@ -35,16 +35,21 @@ class Preempted(Exception):
     self.signal_name, self.step, self.saved = signal_name, step, saved
 
 
+def fail(message: str, status: int = 1, prefix: str = "error") -> NoReturn:
+  """Ends an entry point: one line ``jaxgen: <prefix>: <message>`` on stderr, exit ``status``."""
+  print(f"jaxgen: {prefix}: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
 def one_line_errors(main: Callable[..., Any]) -> Callable[..., Any]:
-  """``main`` for a script's entry point: a ``UserError`` becomes one line ``jaxgen: error: ...`` on
-  stderr and exit status 1, as in ``jaxgen.main`` (no traceback)."""
+  """``main`` for a script's entry point: a ``UserError`` becomes ``fail``'s one line and exit
+  status 1, as in ``jaxgen.main`` (no traceback)."""
 
   @functools.wraps(main)
   def guarded(*args, **kwargs):
     try:
       return main(*args, **kwargs)
     except UserError as e:
-      print(f"jaxgen: error: {e}", file=sys.stderr)
-      sys.exit(1)
+      fail(str(e))
 
   return guarded

@@ -21,7 +21,7 @@ import sys
 from absl import app, flags, logging
 
 from jaxgen import config_defaults, cpu_devices, preemption, validate, workdir
-from jaxgen.errors import Preempted, UserError
+from jaxgen.errors import Preempted, UserError, fail
 
 _CONFIG = flags.DEFINE_string("config", None, "Path to a config file, e.g. configs/gan.py; override any field "
                               "with --config.a.b=value.")
@@ -46,9 +46,8 @@ _OVERRIDES: list[str] = []  # the --config.a.b=value arguments, in command-line 
 
 
 def _fail(message: str, status: int = 1, prefix: str = "error") -> None:
-  logging.flush()
-  print(f"jaxgen: {prefix}: {message}", file=sys.stderr)
-  sys.exit(status)
+  logging.flush()  # the log lines before it, then the one error line
+  fail(message, status, prefix)
 
 
 def _parse(argv: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ import sys
 from absl import app, flags
 
 from jaxgen import config_defaults
-from jaxgen.errors import UserError
+from jaxgen.errors import UserError, fail
 
 _CONFIG = flags.DEFINE_string("config", None, "The config file the points vary, e.g. configs/gan.py.")
 _SWEEP = flags.DEFINE_string(
@@ -50,17 +50,12 @@ _SLURM_CPUS = flags.DEFINE_integer("slurm_cpus", 8, "CPU cores per array task.")
 _SLURM_MEM = flags.DEFINE_string("slurm_mem", "32G", "Memory per array task.")
 
 
-def _fail(message: str) -> None:
-  print(f"jaxgen: error: {message}", file=sys.stderr)
-  sys.exit(1)
-
-
 def _parse(argv: list[str]) -> list[str]:
   """absl parsing of the sweep's own flags; the ``--config.k=v`` overrides are handed to ``main``."""
   try:
     rest, overrides = config_defaults.split_command_line(argv, flags.FLAGS)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   return rest + overrides
 
 
@@ -141,7 +136,7 @@ def main(argv: list[str]) -> None:
     rows = sweeps.run(_CONFIG.value, points, _WORKDIR.value, _PARALLEL.value, overrides, _PLOT_METRIC.value,
                       _PLOT_AXIS.value)
   except UserError as e:
-    _fail(str(e))
+    fail(str(e))
   print(f"results: {_WORKDIR.value}/results.md, results.csv, plots/")
   failed = [r for r in rows if r["status"] != "done"]
   if failed:

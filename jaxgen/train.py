@@ -17,10 +17,11 @@ the gradients of ``k`` micro-batches of ``B / k`` examples (a ``lax.scan`` insid
 step, unrolled on CPU: ``_accumulation_unroll``; micro-batch ``i`` holds rows ``i, i + k, ...``,
 so every device keeps its own rows), the non-gradient state's float leaves (BatchNorm statistics)
 thread through them in order while its integer leaves (step counters: KL warm-up, DBN layer
-schedule) are the update's for every micro-batch and advance once, micro-batch ``i`` draws its randomness from ``fold_in(key, i)``, and the logged
-metrics are their means. For a loss that is a mean over examples this is the gradient of the
-whole batch (up to float summation order), with the activation memory of one micro-batch in the
-loop (unrolled, XLA's scheduler decides how many micro-batches' activations are live).
+schedule) are the update's for every micro-batch and advance once, micro-batch ``i`` draws its
+randomness from ``fold_in(key, i)``, and the logged metrics are their means. For a loss that is a
+mean over examples this is the gradient of the whole batch (up to float summation order), with the
+activation memory of one micro-batch in the loop (unrolled, XLA's scheduler decides how many
+micro-batches' activations are live).
 """
 
 from __future__ import annotations

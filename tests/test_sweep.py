@@ -358,6 +358,6 @@ def test_a_point_whose_evaluators_report_no_number_is_done(tmp_path):
   # eval.metrics=("samples",) writes a grid and no eval file; exit status 0 of the trainer is what
   # says the point trained to its steps and was evaluated.
   sweep = sweeps.prepare("configs/vae.py", [{"seed": 0}], str(tmp_path / "w"), ["eval.metrics=('samples',)"])
-  sweep.command = lambda point, mode="train": [sys.executable, "-c", "pass"]  # a trainer that succeeds
+  sweep.command = lambda point: [sys.executable, "-c", "pass"]  # a trainer that succeeds
   status = local.Runner(sweep, echo=lambda line: None).run_point(sweep.points[0], local.Share({}))
   assert status["status"] == "done" and status["attempts"] == 1

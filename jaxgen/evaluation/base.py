@@ -129,10 +129,12 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any, num_
     _log.warning("metrics %s on %s are unavailable: set --config.eval.inception_weights=PATH "
                  "(convert with experiments/convert_inception_weights.py)", skipped, spec.name)
   evaluators = [e for e in evaluators if e.name not in skipped]
+  # Feature metrics read the first eval.num_samples real examples; their checks above already
+  # required eval.num_samples >= what each needs, so the test split is what can fall short.
   needs = {e.name: e.real_examples_needed(config) for e in evaluators if isinstance(e, features.FeatureMetric)}
   readers = [name for name, need in needs.items() if need]
   for name in readers:
-    if min(num_real, config.eval.num_samples) < needs[name]:
+    if num_real < needs[name]:
       raise UserError(f"metric {name!r} needs >= {needs[name]} real examples, and the test split of "
                       f"{spec.name} has {num_real}: add test examples (a larger data.test_fraction, or a "
                       f"test/ folder) or remove {name!r} from config.eval.metrics")

@@ -15,8 +15,8 @@ writes an ``.npz``:
   ``data_value_range`` (the model-space range: what ``eval.features=data`` features are in), ``split``.
 
 ``check`` (FID's precondition, before training) refuses a file made with another feature network
-or another example shape, and in the ``data`` space one of examples scaled to another range. pytorch-fid and clean-fid ``.npz`` files hold only ``mu`` and ``sigma``:
-they are accepted when ``F`` matches the configured network's, with a logged line saying that
+or another example shape, and in the ``data`` space one of examples scaled to another range.
+pytorch-fid and clean-fid ``.npz`` files hold only ``mu`` and ``sigma``: they are accepted when ``F`` matches the configured network's, with a logged line saying that
 their network and image size could not be checked. Checkpoints are never read or written here.
 """
 
@@ -114,10 +114,11 @@ def check(config: ml_collections.ConfigDict, spec: DataSpec) -> Reference:
   else:
     _log.warning("eval.reference_stats=%s holds only mu and sigma (pytorch-fid / clean-fid): its feature "
                  "network and image size could not be checked; it must be of %s", path, ours)
-  ranges = (reference.value_range, tuple(float(v) for v in spec.value_range))
-  if net.space == "data" and reference.value_range and ranges[0] != ranges[1]:
+  value_range = tuple(float(v) for v in spec.value_range)
+  if net.space == "data" and reference.value_range and reference.value_range != value_range:
     raise UserError(f"eval.reference_stats={path} holds data features of examples scaled to "
-                    f"{list(ranges[0])}, but this run's are scaled to {list(ranges[1])} (data.scale); {fix}")
+                    f"{list(reference.value_range)}, but this run's are scaled to {list(value_range)} "
+                    f"(data.scale); {fix}")
   return reference
 
 

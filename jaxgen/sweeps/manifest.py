@@ -61,10 +61,9 @@ class Sweep:
   def overrides(self, point: Point) -> dict[str, str]:
     return {**self.common, **point.overrides}
 
-  def command(self, point: Point, mode: str = "train") -> list[str]:
+  def command(self, point: Point) -> list[str]:
     """``python -m jaxgen.main`` for ``point``: its workdir, the common overrides, then its own."""
     return [sys.executable, "-m", "jaxgen.main", f"--config={self.config}", f"--workdir={self.point_dir(point)}",
-            *([f"--mode={mode}"] if mode != "train" else []),
             *(f"--config.{k}={v}" for k, v in self.overrides(point).items())]
 
   def recorded(self, point: Point) -> dict[str, Any]:
@@ -84,8 +83,10 @@ class Sweep:
   def set_status(self, point: Point, **fields: Any) -> dict[str, Any]:
     """Records ``fields`` for the point's current overrides; ``attempts`` and ``wall_s`` carry over
     from a status recorded for other overrides (they count every attempt)."""
-    carried = {k: v for k, v in self.recorded(point).items() if k in ("attempts", "wall_s")}
-    status = {**carried, **self.status(point), **fields, "overrides": self.overrides(point)}
+    status = self.recorded(point)
+    if status.get("overrides") != self.overrides(point):  # recorded for other overrides: pending
+      status = {"status": "pending", **{k: v for k, v in status.items() if k in ("attempts", "wall_s")}}
+    status = {**status, **fields, "overrides": self.overrides(point)}
     write_json(os.path.join(self.point_dir(point), "sweep_status.json"), status)
     return status
 

@@ -136,10 +136,9 @@ def to_text(value: Any) -> str:
   """A Python value as the text of a ``--config.key=text`` flag that ``parse_value`` turns back
   into it (bools as true/false, strings as they are, everything else as its Python literal;
   numpy scalars and arrays, e.g. from ``np.logspace``, as the Python values they hold)."""
-  if isinstance(value, (np.generic, np.ndarray)):
-    value = value.tolist()
-  if isinstance(value, (list, tuple)):
-    return repr(tuple(_python(v) for v in value))
+  value = _python(value)
+  if isinstance(value, tuple):
+    return repr(value)
   if isinstance(value, bool):
     return "true" if value else "false"
   if isinstance(value, str):
@@ -148,7 +147,7 @@ def to_text(value: Any) -> str:
 
 
 def _python(value: Any) -> Any:
-  """``value`` with numpy scalars and arrays (at any depth of lists and tuples) as Python values."""
+  """``value`` with numpy scalars and arrays as Python values, and lists as tuples, at any depth."""
   if isinstance(value, (np.generic, np.ndarray)):
     value = value.tolist()
   return tuple(_python(v) for v in value) if isinstance(value, (list, tuple)) else value
