@@ -93,9 +93,13 @@ def _refused(key: str) -> bool:
   return key.startswith(REFUSED_PREFIXES) or key in REFUSED_KEYS
 
 
+def flag_text(value: Any) -> str:
+  """A saved config value as the text of its ``--config.key=`` flag (lists comma-separated)."""
+  return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _flag(key: str, value: Any) -> str:
-  text = ",".join(map(str, value)) if isinstance(value, list) else value
-  return f"--config.{key}={text}"
+  return f"--config.{key}={flag_text(value)}"
 
 
 def _run_id(config: dict | None) -> str:

@@ -85,7 +85,7 @@ class MetricWriter:
     if resume_step is not None:
       kept = [r for r in rows if (step := _step(r)) is not None and step <= resume_step]
       if len(kept) != len(rows):
-        self._path.write_text("".join(kept))
+        workdir_lib.write_atomic(self._path, "".join(kept))
       rows = kept
     self._rows = rows if self._remote else None
     self._file = None if self._remote else self._path.open("a")

@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from jaxgen import workdir as workdir_lib
 from jaxgen.data.audio import mu_law_decode
 from jaxgen.data.spec import DataSpec
 
@@ -56,17 +57,17 @@ def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
   return grid
 
 
-def _write(path: str | os.PathLike, data: bytes) -> None:
-  """Writes ``data`` to ``path`` (local or remote), creating its directory."""
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+  """Writes ``data`` to ``path`` (local or remote) whole or not at all, creating its directory."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(data)
+  workdir_lib.write_atomic(path, data)
 
 
 def _savefig(fig, path: str | os.PathLike) -> None:
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", bbox_inches="tight")
-  _write(path, buffer.getvalue())
+  write_file(path, buffer.getvalue())
 
 
 def write_image_grid(images: np.ndarray, spec: DataSpec, path: str | os.PathLike, scale: int = 0) -> None:
@@ -76,7 +77,7 @@ def write_image_grid(images: np.ndarray, spec: DataSpec, path: str | os.PathLike
   img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
   buffer = io.BytesIO()
   img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(buffer, format="PNG")
-  _write(path, buffer.getvalue())
+  write_file(path, buffer.getvalue())
 
 
 def write_scatter(points: np.ndarray, data: np.ndarray | None, path: str | os.PathLike, title: str = "") -> None:
@@ -146,7 +147,7 @@ def write_wav(codes: np.ndarray, spec: DataSpec, path: str | os.PathLike) -> Non
     f.setsampwidth(2)
     f.setframerate(spec.sample_rate or 16000)
     f.writeframes(pcm.tobytes())
-  _write(path, buffer.getvalue())
+  write_file(path, buffer.getvalue())
 
 
 def write_samples(samples: np.ndarray, spec: DataSpec, prefix: str | os.PathLike, data: np.ndarray | None = None,
@@ -165,7 +166,7 @@ def write_samples(samples: np.ndarray, spec: DataSpec, prefix: str | os.PathLike
     return [prefix + ".png"]
   if spec.modality == "text":
     texts = [f"--- sample {i}\n{t}\n" for i, t in enumerate(decode_text(samples, spec))]
-    _write(prefix + ".txt", "".join(texts).encode())
+    write_file(prefix + ".txt", "".join(texts).encode())
     if echo:
       print("".join(texts), end="")
     return [prefix + ".txt"]

@@ -42,7 +42,7 @@ from absl import logging
 
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import data as data_lib
-from jaxgen import evaluation, families, optim, parallel, preemption
+from jaxgen import evaluation, families, optim, parallel, preemption, validate
 from jaxgen import state as state_lib
 from jaxgen import workdir as workdir_lib
 from jaxgen.errors import Preempted, UserError
@@ -106,8 +106,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
   family = _sizes_checked(config, lambda: families.build(config, data.spec))
   evaluators = evaluation.prepare(config, data.spec, family, data.num_test)
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
-  optim.resolve_decay_steps(config, saved.saved_config())  # an extended run keeps its schedule
+  saved_config = saved.saved_config()
   saved.close()
+  optim.resolve_decay_steps(config, saved_config)  # an extended run keeps its schedule
+  validate.warmup_within_horizon(config, resumed=saved_config is not None)
   repeats = {group.network: group.repeats for group in family.update_groups()}
   exp = Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks, repeats), evaluators)
   _sizes_checked(config, exp.abstract_state)  # traces the init: networks of impossible sizes fail here
@@ -167,14 +169,20 @@ def init_or_restore(exp: Experiment, ckpt: checkpoint_lib.Checkpointer) -> Train
 
 def restore_for_inference(exp: Experiment) -> TrainState:
   """The latest good checkpoint; a ``UserError`` if the workdir has none."""
+  return _restore_with_config(exp)[0]
+
+
+def _restore_with_config(exp: Experiment) -> tuple[TrainState, dict | None]:
+  """The latest good checkpoint and the config it was saved with (a plain dict, or None)."""
   ckpt = checkpoint_lib.Checkpointer(exp.workdir, exp.config.train.keep_checkpoints, exp.config, read_only=True)
   try:
     state = ckpt.restore_latest(exp.abstract_state())
+    meta = ckpt.meta(int(state.step)) if state is not None else None
   finally:
     ckpt.close()
   if state is None:
     raise UserError(f"no checkpoint in {ckpt.directory}; train first with --mode=train and the same --workdir")
-  return state
+  return state, (meta or {}).get("config")
 
 
 # --- the compiled step -----------------------------------------------------------------------------
@@ -301,7 +309,7 @@ def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: M
       earlier = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:  # a file cut short (disk full): rewritten whole
       earlier = {}
-    path.write_text(json.dumps({**earlier, "step": step, **results}, indent=2, sort_keys=True))
+    workdir_lib.write_atomic(path, json.dumps({**earlier, "step": step, **results}, indent=2, sort_keys=True))
   if writer is not None:
     writer.write(step, results, prefix="eval/")
 
@@ -311,7 +319,8 @@ def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: M
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    (workdir_lib.path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    workdir_lib.write_atomic(workdir_lib.path(workdir) / "config.json",
+                             config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _due(done: int, every: int) -> bool:
@@ -391,12 +400,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         writer.close()
 
 
+def sample_name(config: ml_collections.ConfigDict, saved: dict | None, step: int) -> str:
+  """``sample_step_<N>_seed_<seed>``, then ``_<field>=<value>`` for each ``sample.*`` field that
+  differs from ``saved`` (the config the checkpoint was trained with), so samples drawn from one
+  checkpoint with other samplers or steps keep their own files:
+  ``sample_step_1000_seed_0_sampler=ddim_steps=50``. No ``saved`` config: the plain name."""
+  if saved is None:
+    return f"sample_step_{step}_seed_{config.seed}"
+  changes = checkpoint_lib.config_changes(saved.get("sample", {}), checkpoint_lib.plain(config.sample))
+  settings = "".join(f"_{key}={checkpoint_lib.flag_text(new)}" for key, (_, new) in changes.items())
+  return f"sample_step_{step}_seed_{config.seed}" + settings.replace("/", "-").replace(" ", "")
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Writes ``config.sample.num`` samples from the latest checkpoint's EMA params as the ``samples``
-  evaluator does, to ``samples/sample_step_<N>_seed_<seed>``."""
+  evaluator does, to ``samples/<sample_name>``."""
   exp = setup(config, workdir)
-  ctx = evaluation.EvalContext(exp, restore_for_inference(exp))
-  paths = samples_lib.write(ctx, f"sample_step_{ctx.step}_seed_{config.seed}", echo=True)
+  state, saved = _restore_with_config(exp)
+  ctx = evaluation.EvalContext(exp, state)
+  paths = samples_lib.write(ctx, sample_name(config, saved, ctx.step), echo=True)
   for p in paths:
     print(f"wrote {p}")
   return paths

@@ -104,11 +104,19 @@ def _optim(config: ml_collections.ConfigDict) -> None:
       if value is not None:
         _need(0 <= value < 1, f"{key}.{field}", value, "must be in [0, 1)", f"set e.g. --config.{key}.{field}=0.9")
     _need(cfg.get("eps", 1.0) > 0, f"{key}.eps", cfg.get("eps"), "must be > 0", f"set e.g. --config.{key}.eps=1e-8")
+  warmup_within_horizon(config)
+
+
+def warmup_within_horizon(config: ml_collections.ConfigDict, resumed: bool = False) -> None:
+  """Every ``warmup_cosine`` group's ``warmup_steps`` below its horizon. ``resumed``: the horizons
+  were taken from the checkpoint this run resumes (``optim.resolve_decay_steps``), checked again."""
+  for name, cfg in config.optim.items():
     if cfg.schedule == "warmup_cosine":
-      horizon = optim.horizon(cfg, config)
+      key, horizon = f"optim.{name}", optim.horizon(cfg, config)
+      where = "the horizon saved with the checkpoint this workdir resumes" if resumed else "the schedule horizon"
       _need(cfg.warmup_steps < horizon, f"{key}.warmup_steps", cfg.warmup_steps,
-            f"must be below the schedule horizon ({horizon} steps)",
-            f"lower it or raise --config.{key}.decay_steps / --config.train.steps")
+            f"must be below {where} ({horizon} steps)",
+            f"lower it or raise --config.{key}.decay_steps" + ("" if resumed else " / --config.train.steps"))
 
 
 def _sample_and_eval(config: ml_collections.ConfigDict) -> None:

@@ -12,6 +12,9 @@ and taken over with a warning. Locally the file is created atomically (``O_EXCL`
 stores, which have no exclusive create through ``epath``, it is written and read back (two runs
 started within the same second may both pass: documented in docs/reliability.md).
 
+``write_atomic(path, data)``: a file written whole or not at all (config, eval, manifests, reference
+statistics, samples).
+
 ``storage_cause(e)``: whether an exception is a storage failure (disk full, read-only, permission,
 quota, remote unavailable) rather than a bug or damaged data, as the short cause a one-line error
 names.
@@ -75,6 +78,27 @@ def path(workdir: str | os.PathLike) -> epath.Path:
     raise UserError(f"--workdir is too long ({len(text.encode())} bytes, longest name {longest}): names "
                     f"must be <= {_NAME_MAX} bytes and the path <= {_PATH_MAX - _SUFFIX_ROOM}; use a shorter --workdir")
   return epath.Path(text)
+
+
+def write_atomic(target: str | os.PathLike, data: str | bytes) -> None:
+  """Writes ``data`` to ``target`` whole or not at all: a reader, or a rerun after a kill or a full
+  disk mid-write, finds the old file or the new one, never a part (an empty ``config.json``).
+
+  Locally through a temporary file beside it and ``os.replace`` (removed if the write fails); a
+  remote object store (``gs://``) publishes an object only once it is written whole, so the write
+  goes straight there. epath has no atomic write of its own.
+  """
+  target = epath.Path(target)
+  if is_remote(target):
+    target.write_bytes(data) if isinstance(data, bytes) else target.write_text(data)
+    return
+  tmp = target.with_name(f"{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # unique across nodes
+  try:
+    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    os.replace(tmp, target)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 def storage_cause(e: BaseException) -> str | None:

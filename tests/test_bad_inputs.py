@@ -105,6 +105,10 @@ CASES = [
     ("gan_pack_not_dividing_eval_batch", ["--config=configs/gan.py", *TINY, "--config.model.pack=3",
                                           "--config.train.batch_size=6", "--config.eval.batch_size=32"],
      ["eval.batch_size=32 is not divisible by model.pack=3", "--config.eval.batch_size=30"]),
+    ("warmup_past_saved_horizon", [*VAE, "--config.train.steps=20", "--config.optim.model.schedule=warmup_cosine",
+                                   "--config.optim.model.warmup_steps=10"],  # 10 < 20, but this run's horizon is 4
+     ["optim.model.warmup_steps=10", "horizon saved with the checkpoint this workdir resumes (4 steps)",
+      "--config.optim.model.decay_steps"]),
     ("mode_coverage_without_modes", [*VAE, "--config.eval.metrics=mode_coverage"], ["mode_coverage"]),
     ("sample_without_checkpoint", [*VAE, "--mode=sample"], ["no checkpoint", "train first"], [], "empty"),
     ("eval_without_checkpoint", [*VAE, "--mode=eval"], ["no checkpoint", "train first"], [], "empty"),

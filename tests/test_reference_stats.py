@@ -96,6 +96,20 @@ def test_mismatched_file_is_refused_before_training(tmp_path, digits_reference, 
     assert word in message
 
 
+def test_a_file_of_other_data_is_used_with_a_warning(tmp_path, digits_reference, caplog):
+  np.savez(tmp_path / "other.npz", **{**digits_reference, "data_name": "images:/elsewhere", "data_levels": 256})
+  config = tiny_config("gan", **{**DIGITS, "eval.metrics": ("fid",), "eval.reference_stats": str(tmp_path / "other.npz")})
+  spec = data_lib.build(config).spec
+  assert reference_stats.check(config, spec).data_levels == 256
+  assert ("was made from other data, data set 'images:/elsewhere' (this run: 'digits'), levels 256 (this run: "
+          f"{spec.levels})") in caplog.text
+  caplog.clear()
+  np.savez(tmp_path / "same.npz", **digits_reference)
+  config.eval.reference_stats = str(tmp_path / "same.npz")
+  reference_stats.check(config, spec)
+  assert "other data" not in caplog.text
+
+
 def test_unreadable_file_and_unwritable_output_are_one_line(tmp_path, digits_reference):
   assert list(digits_reference["data_value_range"]) == [-1.0, 1.0]  # recorded by --mode=reference_stats
   good = tmp_path / "good.npz"

@@ -15,12 +15,13 @@ import types
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ROOT, tiny_config
-from jaxgen import parallel, train
+from jaxgen import checkpoint, parallel, train
 from jaxgen.errors import NonFiniteLossError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 
@@ -95,6 +96,21 @@ def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
     assert json.load(f) == {"step": 4, **results}
   paths = train.sample(config, workdir)
   assert len(paths) == 1 and Image.open(paths[0]).size[0] >= 64
+  assert os.path.basename(paths[0]) == "sample_step_4_seed_0.png"  # the run's own sample settings
+  first = Image.open(paths[0]).tobytes()
+  config.sample.num = 4  # other settings on the same checkpoint: their own file, the first one kept
+  other = train.sample(config, workdir)
+  assert [os.path.basename(p) for p in other] == ["sample_step_4_seed_0_num=4.png"]
+  assert Image.open(paths[0]).tobytes() == first and Image.open(other[0]).size != Image.open(paths[0]).size
+
+
+def test_sample_names_spell_the_settings_that_differ_from_the_run():
+  config = ml_collections.ConfigDict({"seed": 2, "sample": {"sampler": "ddim", "steps": 50, "guidance": [1, 2],
+                                                            "path": "a/b c"}})
+  saved = {"sample": {"sampler": "ddpm", "steps": 50, "guidance": [1]}}
+  assert train.sample_name(config, saved, 7) == "sample_step_7_seed_2_guidance=1,2_path=a-bc_sampler=ddim"
+  assert train.sample_name(config, {"sample": checkpoint.plain(config.sample)}, 7) == "sample_step_7_seed_2"
+  assert train.sample_name(config, None, 7) == "sample_step_7_seed_2"  # a checkpoint saved without its config
 
 
 @pytest.mark.parametrize("name", ["gan", "vae"])

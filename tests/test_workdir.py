@@ -129,6 +129,29 @@ def test_an_unreadable_lock_is_stale_after_a_grace_and_a_failed_write_leaves_non
   assert not (root / "lock.json").exists()  # so the rerun after freeing space is not refused
 
 
+def test_a_write_cut_short_leaves_the_saved_file(tmp_path, monkeypatch):
+  """config.json rewritten on a full disk: the earlier file stays whole and no temporary is left."""
+  import ml_collections
+  from etils import epath
+
+  from jaxgen import train
+
+  train.save_config(ml_collections.ConfigDict({"seed": 1}), str(tmp_path))
+  saved = (tmp_path / "config.json").read_text()
+
+  def full_disk(self, text, *args, **kwargs):  # writes a part, then the disk is full
+    with open(self, "w") as f:
+      f.write(text[:3])
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(epath.Path, "write_text", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    train.save_config(ml_collections.ConfigDict({"seed": 2}), str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == saved
+  assert json.loads(saved) == {"seed": 1}
+  assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
   root = workdir.path(str(tmp_path))
   (root / "lock.json").write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "argv": ["train"]}))

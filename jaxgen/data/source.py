@@ -20,7 +20,9 @@ Names (``resolve``), in this order:
    ``tiny_shakespeare``, ``spoken_digit``, ...;
 2. ``<kind>:<path>`` where ``<kind>:`` is registered (a name ending in ``:``): ``images:``,
    ``text:``, ``arrays:``, ``audio:``, ``tfds:``; the loader finds ``<path>`` in ``data.path``;
-3. anything else is ``tfds:<name>``, a tensorflow-datasets name (``mnist``, ``celeb_a``, ...).
+3. anything else is ``tfds:<name>``, a tensorflow-datasets name (``mnist``, ``celeb_a``,
+   ``cifar10:3.0.2``, ...). A ``<word>:<text>`` that is neither (``image:/data``: a kind misspelt)
+   is refused with the closest kind.
 
 A loader is called with a copy of ``config.data`` plus ``seed`` (``config.seed`` unless
 ``data.seed`` is set) and, for a kind, ``path``. It returns :class:`RawData` (arrays in memory) or
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import re
 from typing import Any, Callable, Mapping, Protocol
 
 import ml_collections
@@ -48,6 +52,8 @@ from jaxgen.registry import Registry
 Batch = dict[str, np.ndarray]
 #: The kind a name without a registered ``<kind>:`` prefix is read with.
 FALLBACK_KIND = "tfds:"
+#: A tensorflow-datasets version after ``<name>:`` (``3.0.2``, ``3.*.*``).
+_TFDS_VERSION = re.compile(r"\d+(\.(\d+|\*)){0,2}")
 
 
 class Source(Protocol):
@@ -150,6 +156,12 @@ def resolve(name: str) -> tuple[DataSource, str | None]:
     if not path:
       raise UserError(f"data.name={name!r} names no path: write --config.data.name={kind}:PATH")
     return SOURCES.get(kind + ":"), path
+  if colon and not _TFDS_VERSION.fullmatch(path):  # tfds reads "<name>:<version>" only
+    kinds = [k for k in SOURCES.names() if k.endswith(":")]
+    close = difflib.get_close_matches(kind + ":", kinds, n=1)
+    hint = f" (did you mean {close[0]}{path}?)" if close else ""
+    raise UserError(f"data.name={name!r}: {kind + ':'!r} is not a data source kind ({', '.join(kinds)}) and "
+                    f"{path!r} is not a tensorflow-datasets version: fix data.name{hint}")
   return SOURCES.get(FALLBACK_KIND), name
 
 

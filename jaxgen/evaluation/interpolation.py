@@ -28,7 +28,6 @@ import io
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from PIL import Image
 
 from jaxgen import outputs, sampling
@@ -129,7 +128,5 @@ class Interpolation(Evaluator):
       image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
       buffer = io.BytesIO()
       image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(buffer, format="PNG")
-      path = epath.Path(ctx.path("samples", f"interpolation_step_{ctx.step}.png"))
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_bytes(buffer.getvalue())
+      outputs.write_file(ctx.path("samples", f"interpolation_step_{ctx.step}.png"), buffer.getvalue())
     return {}

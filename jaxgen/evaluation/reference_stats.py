@@ -15,7 +15,9 @@ writes an ``.npz``:
   ``data_value_range`` (the model-space range: what ``eval.features=data`` features are in), ``split``.
 
 ``check`` (FID's precondition, before training) refuses a file made with another feature network
-or another example shape, and in the ``data`` space one of examples scaled to another range.
+or another example shape, and in the ``data`` space one of examples scaled to another range. A file
+of another data set or quantization (``data_name``, ``data_levels``) is logged as a warning, not
+refused: the same files under another path, or 8-bit references for a 5-bit run, are deliberate.
 pytorch-fid and clean-fid ``.npz`` files hold only ``mu`` and ``sigma``: they are accepted when ``F`` matches the configured network's, with a logged line saying that
 their network and image size could not be checked. Checkpoints are never read or written here.
 """
@@ -58,6 +60,7 @@ class Reference:
   sha256: str = ""
   data_shape: tuple[int, ...] = ()
   data_name: str = ""
+  data_levels: int = 0
   value_range: tuple[float, ...] = ()  # the model-space range the examples were scaled to
 
   def describe(self) -> str:
@@ -92,7 +95,7 @@ def load(path: str) -> Reference:
     return Reference(mu, sigma)
   return Reference(mu, sigma, int(arrays["count"]), str(arrays["feature_network"]),
                    str(arrays["feature_weights_sha256"]), tuple(int(d) for d in arrays["data_shape"]),
-                   str(arrays["data_name"]),
+                   str(arrays["data_name"]), int(arrays.get("data_levels", 0)),
                    tuple(float(v) for v in arrays.get("data_value_range", ())))  # absent in older files
 
 
@@ -119,6 +122,12 @@ def check(config: ml_collections.ConfigDict, spec: DataSpec) -> Reference:
     raise UserError(f"eval.reference_stats={path} holds data features of examples scaled to "
                     f"{list(reference.value_range)}, but this run's are scaled to {list(value_range)} "
                     f"(data.scale); {fix}")
+  other = [f"{what} {theirs!r} (this run: {mine!r})" for what, theirs, mine in
+           (("data set", reference.data_name, spec.name), ("levels", reference.data_levels, spec.levels))
+           if theirs and theirs != mine]
+  if other:
+    _log.warning("eval.reference_stats=%s was made from other data, %s: FID will compare the samples with "
+                 "that data", path, ", ".join(other))
   return reference
 
 
@@ -133,7 +142,7 @@ def _write(path: epath.Path, data: bytes) -> None:
   """``data`` to ``path`` (its folder created); a path that cannot be written is one line."""
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    workdir_lib.write_atomic(path, data)
   except OSError as e:
     raise UserError(f"cannot write the reference statistics to {path.parent} ({e.strerror or e}): set "
                     "--config.eval.reference_stats_out to a writable file path") from None

@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 from typing import Any
 
+from jaxgen import workdir as workdir_lib
 from jaxgen.errors import UserError
 from jaxgen.sweeps.points import Point
 
@@ -35,10 +35,7 @@ MANIFEST = "manifest.json"
 
 def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` to ``path`` atomically (a reader sees the old file or the new one, never half)."""
-  tmp = f"{path}.{socket.gethostname()}.{os.getpid()}.tmp"  # unique across the nodes of a cluster
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  workdir_lib.write_atomic(path, json.dumps(obj, indent=2))
 
 
 @dataclasses.dataclass
