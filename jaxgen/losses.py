@@ -17,43 +17,61 @@ import optax
 # Discriminator outputs are real-valued logits / critic scores of shape [B].
 
 
-def gan_discriminator_loss(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-  """Mean discriminator (critic) loss.
+def gan_discriminator_terms(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The discriminator (critic) loss per example, ``(real part [B], fake part [B])``:
 
-  * ``non_saturating`` / ``minimax``: ``-log D(x) - log(1 - D(G(z)))`` with ``D = sigmoid`` (Goodfellow 2014).
-  * ``hinge``: ``relu(1 - D(x)) + relu(1 + D(G(z)))`` (Lim & Ye 2017; Miyato et al. 2018).
-  * ``wasserstein``: ``D(G(z)) - D(x)`` (Arjovsky et al. 2017; add ``gradient_penalty`` for WGAN-GP).
+  * ``non_saturating`` / ``minimax``: ``-log D(x)``, ``-log(1 - D(G(z)))`` with ``D = sigmoid`` (Goodfellow 2014).
+  * ``hinge``: ``relu(1 - D(x))``, ``relu(1 + D(G(z)))`` (Lim & Ye 2017; Miyato et al. 2018).
+  * ``wasserstein``: ``-D(x)``, ``D(G(z))`` (Arjovsky et al. 2017; add ``gradient_penalty`` for WGAN-GP).
   """
   if kind in ("non_saturating", "minimax"):
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits))
-                    + optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
+    return (optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)),
+            optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
   if kind == "hinge":
-    return jnp.mean(jax.nn.relu(1.0 - real_logits) + jax.nn.relu(1.0 + fake_logits))
+    return jax.nn.relu(1.0 - real_logits), jax.nn.relu(1.0 + fake_logits)
   if kind == "wasserstein":
-    return jnp.mean(fake_logits) - jnp.mean(real_logits)
+    return -real_logits, fake_logits
+  raise ValueError(f"unknown GAN loss {kind!r}; use non_saturating, minimax, hinge or wasserstein")
+
+
+def gan_discriminator_loss(kind: str, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Mean discriminator (critic) loss: the mean of :func:`gan_discriminator_terms`' sum."""
+  real, fake = gan_discriminator_terms(kind, real_logits, fake_logits)
+  if kind == "wasserstein":
+    return jnp.mean(fake) + jnp.mean(real)  # E[D(G(z))] - E[D(x)]
+  return jnp.mean(real + fake)
+
+
+def gan_generator_terms(kind: str, fake_logits: jax.Array) -> jax.Array:
+  """The generator loss per example ``[B]``: ``-log D(G(z))`` (non-saturating), ``log(1 - D(G(z)))``
+  (minimax), ``-D(G(z))`` (hinge and wasserstein)."""
+  if kind == "non_saturating":
+    return optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits))
+  if kind == "minimax":
+    return -optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits))
+  if kind in ("hinge", "wasserstein"):
+    return -fake_logits
   raise ValueError(f"unknown GAN loss {kind!r}; use non_saturating, minimax, hinge or wasserstein")
 
 
 def gan_generator_loss(kind: str, fake_logits: jax.Array) -> jax.Array:
-  """Mean generator loss: ``-log D(G(z))`` (non-saturating), ``log(1 - D(G(z)))`` (minimax),
-  ``-D(G(z))`` (hinge and wasserstein)."""
-  if kind == "non_saturating":
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.ones_like(fake_logits)))
-  if kind == "minimax":
-    return -jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
-  if kind in ("hinge", "wasserstein"):
-    return -jnp.mean(fake_logits)
-  raise ValueError(f"unknown GAN loss {kind!r}; use non_saturating, minimax, hinge or wasserstein")
+  """Mean generator loss: the mean of :func:`gan_generator_terms`."""
+  return jnp.mean(gan_generator_terms(kind, fake_logits))
 
 
-def gradient_penalty(critic, real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
-  """WGAN-GP penalty ``E[(||grad_x critic(x_hat)||_2 - 1)^2]`` at ``x_hat = e x + (1-e) G(z)``,
-  ``e ~ U[0,1]`` per example (Gulrajani et al. 2017). ``critic``: ``[B, ...] -> [B]``."""
+def gradient_penalty_terms(critic, real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
+  """WGAN-GP penalty per example ``[B]``: ``(||grad_x critic(x_hat)||_2 - 1)^2`` at ``x_hat = e x +
+  (1-e) G(z)``, ``e ~ U[0,1]`` per example (Gulrajani et al. 2017). ``critic``: ``[B, ...] -> [B]``."""
   eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1))
   x_hat = eps * real + (1.0 - eps) * fake
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
   norms = jnp.sqrt(sum_except_batch(grads**2) + 1e-12)
-  return jnp.mean((norms - 1.0) ** 2)
+  return (norms - 1.0) ** 2
+
+
+def gradient_penalty(critic, real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
+  """WGAN-GP penalty ``E[(||grad_x critic(x_hat)||_2 - 1)^2]``: the mean of :func:`gradient_penalty_terms`."""
+  return jnp.mean(gradient_penalty_terms(critic, real, fake, rng))
 
 
 # --- likelihood terms --------------------------------------------------------------------------

@@ -39,9 +39,17 @@ def _pyplot():
 
 
 def to_uint8(images: np.ndarray, spec: DataSpec) -> np.ndarray:
-  """Model-space images ``[N, H, W, C]`` in ``spec.value_range`` -> uint8 ``[N, H, W, C]``."""
+  """Model-space images ``[N, H, W, C]`` in ``spec.value_range`` -> uint8 ``[N, H, W, C]``.
+
+  The inverse of the pipeline's map, so real 8-bit examples come back unchanged: ``round(255 u)``
+  of ``u = (x - lo) / (hi - lo)``; for dequantized data (``u = (raw + noise) / levels``) the bin
+  ``floor(levels u)``, shown as ``round(255 bin / (levels - 1))``, for samples as for real data.
+  """
   lo, hi = spec.value_range
   unit = np.clip((np.asarray(images, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+  if spec.dequantized and spec.levels > 1:
+    bins = np.minimum(np.floor(unit * spec.levels), spec.levels - 1)
+    return np.round(bins * (255.0 / (spec.levels - 1))).astype(np.uint8)
   return np.round(unit * 255.0).astype(np.uint8)
 
 

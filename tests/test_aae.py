@@ -70,6 +70,10 @@ def test_losses_equal_their_objectives_in_numpy(conditional):
   assert float(jax.jit(family.disc_loss)(params, state, batch, rng)[0]) == pytest.approx(disc, rel=1e-4)
   enc = recon - lam * log_sig(fake).mean()
   assert float(jax.jit(family.enc_loss)(params, state, batch, rng)[0]) == pytest.approx(enc, rel=1e-4)
+  # Held out, per example [B] (so padding rows can be dropped): their means are the two losses.
+  held = jax.jit(family.eval_metrics)(params, state, batch, rng)
+  np.testing.assert_allclose(held["disc/loss"], -(log_sig(real) + log_sig(-fake)), rtol=1e-4)
+  np.testing.assert_allclose(held["gen/loss"], -log_sig(fake), rtol=1e-4)
   # The discriminator's loss does not reach the encoder (codes are held fixed).
   g = jax.grad(lambda p: family.disc_loss({**params, "enc": p}, state, batch, rng)[0])(params["enc"])
   assert all(np.all(np.asarray(leaf) == 0) for leaf in jax.tree.leaves(g))

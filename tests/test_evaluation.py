@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import types
 
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import scipy.linalg
@@ -53,6 +55,9 @@ def test_fid_identity_covariances_and_identical_stats():
   assert ev.frechet_distance(mu, sigma, mu, sigma) == 0.0
   # Almost identical statistics: rounding must never make the distance negative.
   assert ev.frechet_distance(mu, sigma, mu, sigma * (1 + 1e-15)) >= 0.0
+  # Statistics of non-finite features (a diverged model's samples): NaN, not an error.
+  assert np.isnan(ev.frechet_distance(mu, sigma, np.full_like(mu, np.nan), sigma))
+  assert np.isnan(ev.frechet_distance(mu, np.where(np.eye(64) > 0, np.inf, sigma), mu, sigma))
 
 
 def test_fid_matches_scipy_sqrtm_2048d():
@@ -157,6 +162,23 @@ def test_kid_matches_numpy_unbiased_mmd():
       ev.kid(f1, rng.standard_normal((300, 32)).astype(np.float32), 5, 50, seed=s)[0]
       for s in range(4)]
   assert min(same) < 0 < got[0]
+  for subsets, size in ((0, 100), (20, 1)):
+    with pytest.raises(UserError, match=f"num_subsets >= 1 and subset_size >= 2 .*got {subsets} and {size}"):
+      ev.kid(f1, f2, num_subsets=subsets, subset_size=size)
+
+
+def test_kid_evaluator_draws_its_subsets_from_the_run_seed_and_step():
+  rng = np.random.default_rng(5)
+  real, fake = rng.standard_normal((2, 200, 8)).astype(np.float32)
+  config = ml_collections.ConfigDict({"eval": {"kid": {"every": 0, "subsets": 4, "subset_size": 50}}})
+  got = {}
+  for seed in ([0, 10], [1, 10], [0, 11]):
+    ctx = types.SimpleNamespace(config=config, real_features=types.SimpleNamespace(features=real),
+                                fake_features=types.SimpleNamespace(features=fake), numpy_seed=lambda s=seed: s)
+    out = ev.EVALUATORS.get("kid")().run(ctx)
+    assert (out["kid_mean"], out["kid_std"]) == ev.kid(real, fake, 4, 50, seed=seed)
+    got[tuple(seed)] = out["kid_mean"]
+  assert len(set(got.values())) == 3  # another seed or step: other subsets
 
 
 # --- IS --------------------------------------------------------------------------------------
@@ -205,6 +227,18 @@ def test_manifold_metrics_match_brute_force():
   chex.assert_trees_all_close(got, expected, atol=1e-12)
   assert ev.precision_recall(real, fake, k=3, block_size=1000) == (got["precision"], got["recall"])
   assert ev.density_coverage(real, fake, k=5, block_size=7) == (got["density"], got["coverage"])
+
+
+def test_manifold_metrics_do_not_change_under_a_common_offset():
+  """Features far from the origin (an offset of 100 against neighbour distances of ~0.05): the
+  float64 brute force, and jaxgen on the unshifted features, give the same numbers."""
+  rng = np.random.default_rng(9)
+  real = rng.standard_normal((400, 2)) * 0.5
+  fake = rng.standard_normal((300, 2)) * 0.6 + 0.1
+  expected = _brute_force(real, fake, 3, 5)
+  for shift in (0.0, 100.0):
+    got = ev.manifold_metrics(real + shift, fake + shift, pr_k=3, dc_k=5, block_size=128)
+    chex.assert_trees_all_close(got, expected, atol=1e-12)
 
 
 def _two_clusters(rng, n, std=0.5, clusters=(0, 1)):

@@ -341,6 +341,12 @@ def test_inception_input_is_the_saved_8bit_image(value_range, tmp_path):
   outputs.write_image_grid(x + noise, spec, str(tmp_path / "grid.png"), scale=1)
   saved = np.asarray(Image.open(tmp_path / "grid.png"))
   np.testing.assert_array_equal(saved[1:9, 1:9], raw[0])  # the grid's first cell (1-pixel pad)
+  # Dequantized data (a flow's): x = lo + (hi - lo) (raw + u) / levels comes back as raw, whatever u.
+  u = np.random.default_rng(7).uniform(0.0, 1.0 - 1e-3, x.shape)
+  for levels, shown in ((256, raw), (17, np.round(np.round(raw / 255 * 16) * 255 / 16))):
+    grid = np.round(raw / 255 * (levels - 1))
+    spec = DataSpec("cifar10", "image", (8, 8, 3), levels=levels, value_range=value_range, dequantized=True)
+    np.testing.assert_array_equal(features.to_inception_input(lo + (hi - lo) * (grid + u) / levels, spec) * 255, shown)
 
 
 # --- evaluate_samples -----------------------------------------------------------------------

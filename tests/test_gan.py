@@ -272,3 +272,23 @@ def test_resnet_option_follows_the_sngan_cifar_layout():
       params["disc"]) if p.ndim >= 2}
   us = {k[len("layer_instance/"):-len("/u")] for k in state["disc"][SPECTRAL] if k.endswith("/u")}
   assert us == weights and len(us) == 11
+
+
+@pytest.mark.parametrize("pack", [1, 3])
+def test_held_out_discriminator_terms_ignore_the_padding_of_the_last_batch(workdir, pack):
+  """297 test digits in batches of 64 (the last padded with 23 copies of example 0) or of 99 (no
+  padding): the critic's mean logit on the test split is the same, and equals the critic applied to
+  the split directly (fakes are fresh per batch, so only the real side is compared)."""
+  config = tiny_config("gan", **{"model.width": 8, "model.pack": pack, "train.batch_size": 6, "train.steps": 2,
+                                 "eval.metrics": ("heldout",), "eval.num_batches": 0, "eval.batch_size": 66})
+  train.train_and_evaluate(config, workdir)
+  got = {}
+  for batch_size in (66, 99):
+    config.eval.batch_size = batch_size
+    got[batch_size] = train.evaluate(config, workdir)["disc/real_logit"]
+  exp = train.setup(config, workdir)
+  ts = train.restore_for_inference(exp)
+  x = next(exp.data.eval_batches(297, 1))["x"]
+  want = np.mean(np.asarray(exp.family._critic(ts.ema_params, ts.state, x, None)[0], np.float64))
+  assert got[66] == pytest.approx(want, rel=1e-5, abs=1e-6)
+  assert got[99] == pytest.approx(want, rel=1e-5, abs=1e-6)

@@ -188,3 +188,31 @@ def test_vae_and_vqvae_bits_per_dim_add_the_offset_only_for_a_gaussian_decoder()
                              (nll + 64 * math.log(17)) / (64 * math.log(2)), rtol=1e-6)
   for kind in ("bernoulli", "logistic"):
     np.testing.assert_allclose(pixel_likelihood.bits_per_dim(kind, spec, nll), nll / (64 * math.log(2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, nats, bits", [
+    ("vae", ("nll_bound_nats", "neg_elbo_nats", "recon_nats"), ("nll_bound_nats", "bits_per_dim")),
+    ("vqvae", ("nll_bound_nats", "recon_nats"), ("nll_bound_nats", "bits_per_dim")),
+    ("avb", ("neg_elbo_estimate_nats", "recon_nats"), ("neg_elbo_estimate_nats", "neg_elbo_estimate_bits_per_dim")),
+    ("aae", ("recon_nats",), None),
+])
+def test_gaussian_decoders_report_nats_of_the_raw_data(name, nats, bits):
+  """A Gaussian decoder is a density over model space; its families' held-out nats are of the raw
+  data, as flows' and diffusion's: the same model-space images on a grid of 33 levels instead of 17
+  cost ``D log(33 / 17)`` nats more per example, and bits/dim are those nats over ``D ln 2``."""
+  from conftest import compiled_init  # pylint: disable=import-outside-toplevel
+
+  config = load_config(name, **{"model.decoder": "gaussian"})
+  x = np.random.default_rng(0).uniform(0.0, 1.0, (4, 8, 8, 1)).astype(np.float32)
+  batch = {"x": jnp.asarray(x), "label": jnp.zeros((4,), jnp.int32)}
+  out = {}
+  for levels in (17, 33):
+    family = families.build(config, DataSpec("digits", "image", (8, 8, 1), levels=levels, value_range=(0.0, 1.0),
+                                             dequantized=True))
+    params, state = compiled_init(family, 0, batch)
+    out[levels] = jax.device_get(jax.jit(family.eval_metrics)(params, state, batch, jax.random.key(1)))
+  for key in nats:
+    np.testing.assert_allclose(np.asarray(out[33][key], np.float64) - out[17][key], 64 * math.log(33 / 17),
+                               rtol=1e-4, err_msg=key)
+  if bits:
+    np.testing.assert_allclose(out[17][bits[1]], out[17][bits[0]] / (64 * math.log(2)), rtol=1e-6)

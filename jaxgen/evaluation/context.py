@@ -68,6 +68,11 @@ class SampleContext:
     del name
     return build()
 
+  def numpy_seed(self) -> int | list[int]:
+    """The seed of a sample metric's numpy draws (KID's subsets): ``[config.seed, step]`` in an
+    :class:`EvalContext`, 0 for arrays scored by :func:`evaluate_samples`."""
+    return 0
+
   def _features(self, x: np.ndarray) -> features.Features:
     return features.extract(self.config, self.spec, x, self.mesh)
 
@@ -128,6 +133,9 @@ class EvalContext(SampleContext):
   def key(self, stream: int) -> jax.Array:
     """The key of ``stream`` folded with this step."""
     return jax.random.fold_in(self.exp.stream(stream), self.step)
+
+  def numpy_seed(self) -> list[int]:
+    return [int(self.config.seed), self.step]
 
   def cached(self, name: str, build: Callable[[], Any]):
     """``build()`` once per run (jitted functions, reference statistics)."""

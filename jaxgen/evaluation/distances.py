@@ -4,6 +4,8 @@ A ``[N, M]`` distance matrix is never formed: rows are processed ``block_size`` 
 ``lax.map`` / ``lax.scan``, so the largest temporary is ``[block_size, M]``. Squared distances
 ``|a|^2 - 2 a.b + |b|^2`` are computed with float32 products at full precision and clipped at 0;
 comparisons are made between squared distances (monotone, no square roots in the inner loop).
+That form cancels badly when the rows share a large offset, so callers centre the rows first
+(:func:`kth_nn_squared_radii` does; ``manifold.manifold_metrics`` centres both sets on the real mean).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def kth_nn_squared_radii(x, ks: Sequence[int],
                          block_size: int = DEFAULT_BLOCK_SIZE) -> np.ndarray:
   """Squared distances ``[len(ks), N]`` from each row of ``x [N, D]`` to its k-th nearest other
   row, for each k in ``ks`` (one pass over the data for all of them)."""
-  x = np.asarray(x, np.float32)
+  x = np.asarray(x)
+  x = (x - np.mean(x, axis=0, dtype=np.float64)).astype(np.float32)  # no offset to cancel (module docstring)
   ks = tuple(int(k) for k in ks)
   if not all(1 <= k < x.shape[0] for k in ks):
     raise ValueError(f"k in {ks} needs 1 <= k < N={x.shape[0]}")

@@ -229,7 +229,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)`` (see module docstring).
 
   Args: means ``[D]`` and covariances ``[D, D]``. Returns a Python float ``>= 0``, exactly 0 for
-  identical statistics (the eigen-decomposition would otherwise leave ~1e-12 of rounding).
+  identical statistics (the eigen-decomposition would otherwise leave ~1e-12 of rounding), NaN when
+  a statistic holds NaN or inf (features of non-finite samples: a diverged model).
   """
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
@@ -237,6 +238,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
   if mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
     raise UserError(f"frechet_distance needs mu [D] and sigma [D, D] for both sets, got "
                     f"{mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}")
+  if not all(np.all(np.isfinite(a)) for a in (mu1, sigma1, mu2, sigma2)):
+    return float("nan")
   if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
     return 0.0
   with jax.enable_x64(True):

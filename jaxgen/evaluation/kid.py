@@ -53,7 +53,7 @@ def _subset_mmds(f1, f2, idx1, idx2):
 
 
 def kid(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
+        seed: int | list[int] = 0) -> tuple[float, float]:
   """KID ``(mean, std)`` over subsets of two feature sets ``[N1, D]``, ``[N2, D]``.
 
   ``subset_size`` is capped at ``min(N1, N2)`` (as clean-fid does). Subsets are drawn with
@@ -67,6 +67,9 @@ def kid(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
   if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
     raise UserError(f"kid needs features [N1, D] and [N2, D], got {f1.shape} and {f2.shape}")
   n1, n2 = f1.shape[0], f2.shape[0]
+  if num_subsets < 1 or subset_size < 2:
+    raise UserError(f"kid needs num_subsets >= 1 and subset_size >= 2 (the unbiased estimator's "
+                    f"m (m - 1)), got {num_subsets} and {subset_size}; set eval.kid.subsets / eval.kid.subset_size")
   m = min(subset_size, n1, n2)
   if m < 2:
     raise UserError(f"kid needs at least 2 samples per set, got {n1} and {n2}")
@@ -86,13 +89,22 @@ def kid(features1, features2, num_subsets: int = 100, subset_size: int = 1000,
 @register("kid")
 class KID(FeatureMetric):
   """Evaluator ``kid``: KID of the generated features against the real ones (``kid_mean``,
-  ``kid_std``); ``subsets`` of ``subset_size`` (capped at the set sizes) features each."""
+  ``kid_std``); ``subsets`` of ``subset_size`` (capped at the set sizes) features each, drawn with
+  the seed ``[config.seed, step]`` (``SampleContext.numpy_seed``)."""
 
   @classmethod
   def defaults(cls) -> dict:
     return {"every": 0, "subsets": 100, "subset_size": 1000}
 
+  def check(self, config, spec, family) -> None:
+    super().check(config, spec, family)
+    s = self.settings(config)
+    if s.subsets < 1 or s.subset_size < 2:
+      raise UserError(f"eval.kid.subsets={s.subsets}, eval.kid.subset_size={s.subset_size}: KID needs >= 1 "
+                      "subset of >= 2 features; set e.g. --config.eval.kid.subsets=100 --config.eval.kid.subset_size=1000")
+
   def run(self, ctx) -> dict[str, float]:
     s = self.settings(ctx.config)
-    mean, std = kid(ctx.real_features.features, ctx.fake_features.features, s.subsets, s.subset_size)
+    mean, std = kid(ctx.real_features.features, ctx.fake_features.features, s.subsets, s.subset_size,
+                    seed=ctx.numpy_seed())
     return {"kid_mean": mean, "kid_std": std}

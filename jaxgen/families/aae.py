@@ -190,10 +190,14 @@ class AAE(LatentAutoencoderFamily):
     return self.decoder_mean(params["dec"], self.prior_sample(k_z, num, labels))
 
   def eval_metrics(self, params, state, batch, rng):
-    x = batch["x"]
+    """Per example ``[B]``: reconstruction nats (of the raw data) and squared error, the discriminator's loss on the
+    code of test example ``i`` against a fresh prior draw, and the encoder's adversarial loss."""
+    x, label = batch["x"], self._label(batch)
     z = self.encode(params, x)
-    rec = self.decoder_log_lik(params["dec"], x, z)
+    rec = self.decoder_log_lik(params["dec"], x, z) - self.raw_offset_nats()  # of the raw data
     mse = jnp.mean(((self.decoder_mean(params["dec"], z) - x) ** 2).reshape(x.shape[0], -1), -1)
-    disc, _ = self.disc_loss(params, state, batch, rng)
-    gen = losses.gan_generator_loss("non_saturating", self.critic(params, z, self._label(batch)))
-    return {"recon_nats": -rec, "mse": mse, "disc/loss": disc, "gen/loss": gen}
+    prior_logits = self.critic(params, self.prior_sample(rng, z.shape[0], label), label)
+    code_logits = self.critic(params, z, label)
+    prior_part, code_part = losses.gan_discriminator_terms("non_saturating", prior_logits, code_logits)
+    gen = losses.gan_generator_terms("non_saturating", code_logits)
+    return {"recon_nats": -rec, "mse": mse, "disc/loss": prior_part + code_part, "gen/loss": gen}

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen import config_defaults, losses
+from jaxgen.evaluation import likelihood
 from jaxgen.families.base import FAMILIES, UpdateGroup
 from jaxgen.families.vae import LatentAutoencoderFamily
 from jaxgen.nn.autoencoder import Encoder
@@ -39,9 +40,16 @@ Critic = Callable[[jax.Array, jax.Array], jax.Array]  # (x [B, ...], z [B, L]) -
 LogLik = Callable[[jax.Array, jax.Array], jax.Array]  # (x, z) -> log p(x|z) [B]
 
 
+def discriminator_terms(critic: Critic, x: jax.Array, z_q: jax.Array, z_p: jax.Array) -> jax.Array:
+  """The logistic loss of ``T`` per example ``[B]``: posterior codes ``z_q`` labelled 1, prior
+  codes ``z_p`` 0."""
+  posterior, prior = losses.gan_discriminator_terms("non_saturating", critic(x, z_q), critic(x, z_p))
+  return posterior + prior
+
+
 def discriminator_loss(critic: Critic, x: jax.Array, z_q: jax.Array, z_p: jax.Array) -> jax.Array:
-  """The mean logistic loss of ``T``: posterior codes ``z_q`` labelled 1, prior codes ``z_p`` 0."""
-  return losses.gan_discriminator_loss("non_saturating", critic(x, z_q), critic(x, z_p))
+  """The mean of :func:`discriminator_terms`."""
+  return jnp.mean(discriminator_terms(critic, x, z_q, z_p))
 
 
 def elbo_terms(critic: Critic, log_lik: LogLik, x: jax.Array, z_q: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -116,12 +124,15 @@ class AVB(LatentAutoencoderFamily):
 
   # --- the two update groups -----------------------------------------------------------------------
 
-  def disc_loss(self, params, state, batch, rng):
+  def _disc_codes(self, params, x, rng):
+    """``(z_q, z_p)``: posterior codes of ``x`` (no gradient to the encoder) and prior codes."""
     k_q, k_p = jax.random.split(rng)
-    x = batch["x"]
     z_q = jax.lax.stop_gradient(self.sample_posterior(params, x, k_q))
-    z_p = jax.random.normal(k_p, z_q.shape)
-    return discriminator_loss(self.critic(params), x, z_q, z_p), ({}, state)
+    return z_q, jax.random.normal(k_p, z_q.shape)
+
+  def disc_loss(self, params, state, batch, rng):
+    x = batch["x"]
+    return discriminator_loss(self.critic(params), x, *self._disc_codes(params, x, rng)), ({}, state)
 
   def vae_loss(self, params, state, batch, rng):
     x = batch["x"]
@@ -139,9 +150,13 @@ class AVB(LatentAutoencoderFamily):
     return self.decoder_mean(params["vae"]["decoder"], z)
 
   def eval_metrics(self, params, state, batch, rng):
+    """Per example ``[B]``: the ELBO estimate and its terms in nats of the raw data (a Gaussian
+    decoder's offset added, :meth:`raw_offset_nats`), and the discriminator's loss."""
     k_z, k_disc = jax.random.split(rng)
     x = batch["x"]
     rec, kl = elbo_terms(self.critic(params), self.log_lik(params), x, self.sample_posterior(params, x, k_z))
-    disc, _ = self.disc_loss(params, state, batch, k_disc)
-    return {"neg_elbo_estimate_nats": kl - rec, "neg_elbo_estimate_bits_per_dim": self.bits_per_dim(kl - rec),
+    rec = rec - self.raw_offset_nats()
+    disc = discriminator_terms(self.critic(params), x, *self._disc_codes(params, x, k_disc))
+    return {"neg_elbo_estimate_nats": kl - rec,
+            "neg_elbo_estimate_bits_per_dim": likelihood.nats_to_bits_per_dim(kl - rec, self.spec.dims),
             "recon_nats": -rec, "kl_estimate_nats": kl, "disc/loss": disc}

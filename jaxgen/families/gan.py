@@ -273,8 +273,25 @@ class GAN(Family):
     return self.gen.apply({"params": params["gen"], **state.get("gen", {})}, z, label, False)
 
   def eval_metrics(self, params, state, batch, rng):
-    """Held-out discriminator loss (real test data vs fresh fakes) and generator loss; no likelihood."""
-    k_d, k_g = jax.random.split(rng)
-    d, (dm, _) = self.disc_loss(params, state, batch, k_d)
-    g, _ = self.gen_loss(params, state, batch, k_g)
-    return {"disc/loss": d, "gen/loss": g, **{f"disc/{k}": v for k, v in dm.items()}}
+    """Held-out terms per example ``[B]``, no likelihood: the discriminator's loss on test example
+    ``i`` and a fresh fake, its logits on both (``disc/real_logit``, ``disc/fake_logit``), the
+    WGAN-GP penalty where it is on, and the generator's loss on fresh fakes. Their means are the
+    training losses on the test split; with ``model.pack`` > 1 a pack's value stands for each of
+    its examples."""
+    m = self.config.model
+    k_fake, k_gp, k_g = jax.random.split(rng, 3)
+    real = batch["x"]
+    labels = self._labels(batch, None, real.shape[0])
+    fake, state = self._generate(params, state, k_fake, real.shape[0], labels)
+    real_logits, fake_logits = (self._critic(params, state, x, labels)[0] for x in (real, fake))
+    real_part, fake_part = losses.gan_discriminator_terms(m.loss, real_logits, fake_logits)
+    per_example = lambda v: jnp.repeat(v, m.pack)  # [B / pack] -> [B]
+    out = {"disc/loss": per_example(real_part + fake_part), "disc/real_logit": per_example(real_logits),
+           "disc/fake_logit": per_example(fake_logits)}
+    if m.gradient_penalty > 0:
+      # [B]: the gradient's norm is taken per example, also within a pack
+      gp = losses.gradient_penalty_terms(lambda x: self._critic(params, state, x, labels)[0], real, fake, k_gp)
+      out["disc/gradient_penalty"] = gp
+      out["disc/loss"] = out["disc/loss"] + m.gradient_penalty * gp
+    g, _ = self.gen_loss(params, state, batch, k_g)  # fresh fakes only: no test example in it
+    return {**out, "gen/loss": g}

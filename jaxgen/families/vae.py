@@ -19,7 +19,9 @@ ELBO; ``beta > 1`` is the β-VAE (Higgins et al. 2017); ``lambda > 0`` is free b
 2016: a dimension's batch-mean KL below ``lambda`` nats costs nothing, so the optimiser has no
 reason to collapse it to the prior).
 
-Evaluation (per example, whatever beta / warm-up / free bits were): ``neg_elbo_nats`` (closed-form
+Evaluation (per example, whatever beta / warm-up / free bits were; every ``*_nats`` of the raw data:
+a Gaussian decoder's model-space density gets the offset of
+:func:`jaxgen.nn.pixel_likelihood.raw_offset_nats`, as flows' and diffusion's do): ``neg_elbo_nats`` (closed-form
 KL), ``nll_bound_nats`` = the K-sample IWAE bound ``-log (1/K) sum_k p(x, z_k) / q(z_k|x)``
 (Burda et al. 2016; ``eval.iwae_samples = K``; K <= 1 reports the ELBO), ``bits_per_dim`` of it,
 ``recon_nats``, ``kl_nats``, and the posterior-collapse diagnostics: ``kl_dim_<j>`` (the KL of each
@@ -138,8 +140,12 @@ class LatentAutoencoderFamily(Family):
     return pixel_likelihood.mean(self.config.model.decoder, self.spec, self.decoder_out(dec_params, z, onehot))
 
   def bits_per_dim(self, nll_nats):
-    """Per-example bits/dim of an NLL (or a bound) in nats, as the decoder's data calls for."""
+    """Per-example bits/dim of the raw data from a model-space NLL (or a bound) in nats."""
     return pixel_likelihood.bits_per_dim(self.config.model.decoder, self.spec, nll_nats)
+
+  def raw_offset_nats(self) -> float:
+    """Nats that turn a model-space ``-log p(x|z)`` into the raw data's (:func:`pixel_likelihood.raw_offset_nats`)."""
+    return pixel_likelihood.raw_offset_nats(self.config.model.decoder, self.spec)
 
   def init_autoencoder(self, rng, batch, onehot=None, noise=None) -> dict:
     """``{"encoder": ..., "decoder": ...}`` parameters for an example batch."""
@@ -261,14 +267,15 @@ class VAE(LatentAutoencoderFamily):
     x, label = batch["x"], self._label(batch)
     mean, log_std = self.encode(params, x, label)
     z = mean + jnp.exp(log_std) * jax.random.normal(k_elbo, mean.shape)
-    rec = self.log_lik(params, x, z, label)
+    offset = self.raw_offset_nats()
+    rec = self.log_lik(params, x, z, label) - offset  # of the raw data
     kl_dims = kl_per_dim(mean, log_std)
     neg_elbo = kl_dims.sum(-1) - rec
     bound = neg_elbo
     k = int(self.config.eval.get("iwae_samples", 0))
     if k > 1:
-      bound = -iwae_bound(lambda x_: (mean, log_std), lambda x_, z_: self.log_lik(params, x_, z_, label),
-                          x, k_iwae, k)
-    return {"nll_bound_nats": bound, "bits_per_dim": self.bits_per_dim(bound),
+      bound = offset - iwae_bound(lambda x_: (mean, log_std), lambda x_, z_: self.log_lik(params, x_, z_, label),
+                                  x, k_iwae, k)
+    return {"nll_bound_nats": bound, "bits_per_dim": likelihood.nats_to_bits_per_dim(bound, self.spec.dims),
             "neg_elbo_nats": neg_elbo, "recon_nats": -rec, "kl_nats": kl_dims.sum(-1),
             **self._diagnostics(mean, kl_dims, batch.get("mask"))}

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from jaxgen import config_defaults, losses
 from jaxgen.errors import UserError
+from jaxgen.evaluation import likelihood
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 from jaxgen.nn import pixel_likelihood
 from jaxgen.nn import vector_quantizer as vq
@@ -177,9 +178,9 @@ class VQVAE(Family):
     """Quantise ``z [B, h, w, D]`` to its nearest codes and decode them (model space)."""
     return self.decode_codes(params, state, self.quantize(params, state, z)[0])
 
-  def bits_per_dim(self, nll_nats):
-    """Per-example bits/dim of an NLL bound in nats (:func:`jaxgen.nn.pixel_likelihood.bits_per_dim`)."""
-    return pixel_likelihood.bits_per_dim(self.config.model.decoder, self.spec, nll_nats)
+  def raw_offset_nats(self) -> float:
+    """Nats that turn a model-space ``-log p(x|z)`` into the raw data's (:func:`pixel_likelihood.raw_offset_nats`)."""
+    return pixel_likelihood.raw_offset_nats(self.config.model.decoder, self.spec)
 
   def uniform_prior_nats(self) -> float:
     """``h w log K``: ``-log p(k)`` of any code grid under the uniform prior."""
@@ -222,10 +223,10 @@ class VQVAE(Family):
     out = self.decode(params, q)
     log_std = self._apply(params, method=VQVAEModel.decoder_log_std)
     kind = self.config.model.decoder
-    rec = pixel_likelihood.log_prob(kind, self.spec, x, out, log_std)
+    rec = pixel_likelihood.log_prob(kind, self.spec, x, out, log_std) - self.raw_offset_nats()  # raw data
     bound = self.uniform_prior_nats() - rec
     mask = jnp.broadcast_to(batch.get("mask", jnp.ones(x.shape[:1]))[:, None, None], codes.shape)
     counts = vq.code_counts(codes.reshape(-1), self.num_codes, mask.reshape(-1))  # padding not counted
     mse = jnp.mean(((pixel_likelihood.mean(kind, self.spec, out) - x) ** 2).reshape(x.shape[0], -1), -1)
-    return {"nll_bound_nats": bound, "bits_per_dim": self.bits_per_dim(bound),
+    return {"nll_bound_nats": bound, "bits_per_dim": likelihood.nats_to_bits_per_dim(bound, self.spec.dims),
             "recon_nats": -rec, "mse": mse, "perplexity": vq.perplexity(counts), "usage": vq.usage(counts)}

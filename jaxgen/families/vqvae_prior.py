@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jaxgen import pretrained, sampling
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
+from jaxgen.evaluation import likelihood
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 from jaxgen.families.pixelcnn import PixelCNNFamily
 
@@ -134,9 +135,9 @@ class VQVAEPrior(Family):
     codes = self.encode_codes(x)
     prior_nll = -self.prior_log_prob(params, codes, batch["label"] if self.num_classes else None)
     vq_params, vq_state = self.vqvae.params, self.vqvae.state
-    recon = -self.vq.log_lik(vq_params, x, self.vq.codebook(vq_params, vq_state)[codes])
+    recon = self.vq.raw_offset_nats() - self.vq.log_lik(vq_params, x, self.vq.codebook(vq_params, vq_state)[codes])
     bound = prior_nll + recon
-    return {"nll_bound_nats": bound, "bits_per_dim": self.vq.bits_per_dim(bound),
+    return {"nll_bound_nats": bound, "bits_per_dim": likelihood.nats_to_bits_per_dim(bound, self.spec.dims),
             "prior_nll_nats": prior_nll, "recon_nats": recon,
             "prior_bits_per_code": prior_nll / (math.log(2) * self.code_spec.dims),
             "uniform_prior_nats": jnp.full_like(prior_nll, self.vq.uniform_prior_nats())}

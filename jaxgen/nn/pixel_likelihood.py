@@ -82,9 +82,14 @@ def mean(kind: str, spec: DataSpec, out: jax.Array) -> jax.Array:
   return lo + (hi - lo) * level / (spec.levels - 1)
 
 
+def raw_offset_nats(kind: str, spec: DataSpec) -> float:
+  """Nats to add to ``-log p(x | z)`` of a ``kind`` decoder (and so to a bound built on it) for the
+  NLL of the raw data: :func:`jaxgen.evaluation.likelihood.model_space_offset_nats` for gaussian (a
+  density over model space), 0 for bernoulli / logistic (probabilities of the raw values)."""
+  return likelihood.model_space_offset_nats(spec) if kind == "gaussian" else 0.0
+
+
 def bits_per_dim(kind: str, spec: DataSpec, nll_nats: jax.Array) -> jax.Array:
-  """Per-example bits/dim of an NLL (or a bound) in nats: discrete for bernoulli / logistic,
-  continuous with the model-space offset for gaussian."""
-  if kind == "gaussian":
-    return likelihood.continuous_nll_to_bits_per_dim(nll_nats, spec)
-  return likelihood.nats_to_bits_per_dim(nll_nats, spec.dims)
+  """Per-example bits/dim of the raw data from a model-space NLL (or bound) in nats of a ``kind``
+  decoder (:func:`raw_offset_nats` added)."""
+  return likelihood.nats_to_bits_per_dim(nll_nats + raw_offset_nats(kind, spec), spec.dims)
