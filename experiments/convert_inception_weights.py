@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import argparse
 
+from jaxgen.errors import one_line_errors
 from jaxgen.evaluation import inception_weights as iw
 from jaxgen.evaluation.torch_weights import load_state_dict
 
 
 def convert(pth_path: str, npz_path: str, check_hash: bool = True) -> None:
-  sha256 = iw.sha256_of(pth_path)
-  if check_hash:
-    iw.check_sha256(sha256, pth_path)
-  iw.save_npz(iw.state_dict_to_variables(load_state_dict(pth_path)), sha256, npz_path)
+  iw.load_inception_variables(pth_path, check_hash=check_hash)  # present, the right hash, readable: or one line
+  iw.save_npz(iw.state_dict_to_variables(load_state_dict(pth_path)), iw.sha256_of(pth_path), npz_path)
   iw.load_inception_variables(npz_path, check_hash=check_hash)  # names and shapes
 
 
+@one_line_errors
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("pth", help=f"path of {iw.FID_WEIGHTS_NAME}")

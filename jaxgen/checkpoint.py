@@ -58,6 +58,10 @@ REFUSED_KEYS = ("data.name",)
 #: ``model.*`` fields that choose how the same function is computed (rematerialisation, the
 #: attention kernel), not the model: changing them on a resumed run is allowed.
 EXECUTION_FIELDS = ("remat", "attention")
+#: ``model.*`` fields that say where a frozen first stage is read from (a run's workdir, or one of its
+#: steps pinned as ``<run>/checkpoints/<step>``): a path, not the model, so pinning the step a run
+#: used, or a moved stage-one directory, resumes; the change is logged as a warning.
+STAGE_ONE_FIELDS = ("autoencoder_workdir", "vqvae_workdir", "reflow_from")
 
 
 # --- configs ---------------------------------------------------------------------------------------
@@ -88,7 +92,7 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 
 
 def _refused(key: str) -> bool:
-  if key.rsplit(".", 1)[-1] in EXECUTION_FIELDS:
+  if key.rsplit(".", 1)[-1] in EXECUTION_FIELDS + STAGE_ONE_FIELDS:
     return False
   return key.startswith(REFUSED_PREFIXES) or key in REFUSED_KEYS
 
@@ -219,17 +223,28 @@ class Checkpointer:
     refused = {k: v for k, v in changes.items() if _refused(k)}
     shapes = self._shape_changes(step, abstract_state)
     if refused or shapes:
-      named = refused or {k: v for k, v in changes.items() if k.startswith(("data.", "optim."))} or changes
-      what = [", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(named.items())[:6])] if named else []
+      named = list((refused or {k: v for k, v in changes.items() if k.startswith(("data.", "optim."))}
+                    or changes).items())
+      more = f" and {len(named) - 6} more" if len(named) > 6 else ""
+      what = [", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in named[:6]) + more] if named else []
       what += [f"arrays differ, e.g. {shapes[0]}"] if shapes else []
-      back = " ".join(_flag(k, a) for k, (a, _) in list(named.items())[:6] if a is not None)
+      family = dict(named).get("model.family", (None,))[0]
+      back = "" if more else " ".join(_flag(k, a) for k, (a, _) in named if a is not None)
+      if family:  # another family's config cannot be turned into this one by overrides
+        advice = f"Continue it with a config of family {family!r} (e.g. --config=configs/{family}.py), or s"
+      else:
+        advice = f"Continue it with the saved values ({back}), or s" if back else "S"
       raise UserError(
           f"checkpoint step {step} in {self.directory} was saved by another model ({'; '.join(what)}); nothing "
-          f"was changed. {f'Continue it with the saved values ({back}), or s' if back else 'S'}tart a new run "
+          f"was changed. {advice}tart a new run "
           f"with --workdir=NEW, optionally warm-started from it with --config.train.init_from={self.directory / str(step)}")
     if changes:
       logging.info("config changes since checkpoint step %d (allowed): %s", step,
                    ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    for key, (a, b) in changes.items():
+      if key.startswith("model.") and key.rsplit(".", 1)[-1] in STAGE_ONE_FIELDS:
+        logging.warning("%s: %r -> %r since checkpoint step %d: this run goes on with the first stage the new "
+                        "path names (the same weights only if it is the run and step used so far)", key, a, b, step)
 
   def _shape_changes(self, step: int, abstract_state: Any) -> list[str]:
     try:

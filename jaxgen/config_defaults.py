@@ -87,6 +87,7 @@ def _shared() -> ml_collections.ConfigDict:
   c.data.dequantize = False  # images: uniform dequantization
   c.data.binarize = "none"  # images: none | static | dynamic (Bernoulli with the pixel intensity)
   c.data.prefetch = 2  # batches prepared ahead by a background thread
+  c.data.seed = -1  # the data's draws and splits (toy sets, test_fraction); -1 = config.seed
 
   c.model = ml_collections.ConfigDict()
   c.model.family = ""

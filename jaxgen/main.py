@@ -143,6 +143,9 @@ def main(argv: list[str]) -> None:
     config = config_defaults.load(_CONFIG.value, _OVERRIDES)
     validate.validate(config)
     root = workdir.path(_WORKDIR.value)
+    if _MODE.value in ("sample", "eval") and not root.exists():  # a mistyped path: no empty directory left
+      raise UserError(f"--workdir={root} does not exist, so it holds no checkpoint to {_MODE.value} from: train "
+                      "first with --mode=train and the same --workdir, or fix the path")
     workdir.prepare(root)
     _run(config, root, _device_count(requested, config))
   except UserError as e:

@@ -120,11 +120,14 @@ def labels_from_config(sample_config, num_classes: int, rng: jax.Array, num: int
 
   ``sample.label = -1`` (or absent): each label drawn uniformly from ``0..num_classes-1`` with
   ``rng``; ``k >= 0``: class ``k`` for every sample. ``None`` for unconditional models
-  (``num_classes == 0``). Any other value is a ``UserError``.
+  (``num_classes == 0``), which take no other label. Any other value is a ``UserError``.
   """
-  if not num_classes:
-    return None
   label = int(sample_config.get("label", -1))
+  if not num_classes:
+    if label != -1:
+      raise UserError(f"sample.label={label} picks a class of a class-conditional model, and this model is "
+                      "unconditional: use -1 (the default), or train one with --config.model.conditional=True")
+    return None
   if not -1 <= label < num_classes:
     raise UserError(f"sample.label={label} but the data has {num_classes} classes: "
                     f"use -1 (random) or 0..{num_classes - 1}")

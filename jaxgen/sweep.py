@@ -117,6 +117,11 @@ def main(argv: list[str]) -> None:
       raise UserError("--workdir is required, e.g. --workdir=runs/sweeps/gan_losses")
     if _PARALLEL.value < 1:
       raise UserError(f"--parallel={_PARALLEL.value}: give the number of points to run at once (>= 1)")
+    slurm_only = [f"--{f.name}" for f in (_SUBMIT, _SLURM_PARTITION, _SLURM_TIME, _SLURM_GPUS, _SLURM_CPUS, _SLURM_MEM)
+                  if flags.FLAGS[f.name].present]
+    if slurm_only and _LAUNCHER.value != "slurm":
+      raise UserError(f"{', '.join(slurm_only)} apply to a SLURM job array, and this sweep would run here "
+                      "(--launcher=local): add --launcher=slurm, or drop them")
     if _COLLECT.value:
       sweeps.collect(_WORKDIR.value, _PLOT_METRIC.value, _PLOT_AXIS.value)
       print(f"wrote {_WORKDIR.value}/results.md, results.csv and plots/")

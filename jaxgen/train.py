@@ -42,7 +42,7 @@ from absl import logging
 
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import data as data_lib
-from jaxgen import evaluation, families, optim, parallel, preemption, validate
+from jaxgen import evaluation, families, optim, parallel, preemption, sampling, validate
 from jaxgen import state as state_lib
 from jaxgen import workdir as workdir_lib
 from jaxgen.errors import Preempted, UserError
@@ -95,22 +95,27 @@ class Experiment:
     return jax.tree.map(lambda x: x.sharding, self.abstract_state())
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True) -> Experiment:
   """Validates the config against the machine and builds the experiment's parts; the evaluators'
-  preconditions are checked here, before any training step."""
+  preconditions are checked here, before any training step. ``training=False`` (sampling,
+  evaluation) does not build the family's update groups, which may prepare training data (a first
+  stage's latent cache, reflow pairs drawn from a teacher); their repeats only set the schedule."""
   workdir_lib.prepare(workdir_lib.path(workdir))
   parallel.check_batch_size(config.train.batch_size, "train.batch_size", config.train.grad_accum_steps)
   parallel.check_batch_size(config.eval.batch_size, "eval.batch_size")
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
   family = _sizes_checked(config, lambda: families.build(config, data.spec))
+  conditional = bool(config.model.get("conditional", False))
+  sampling.labels_from_config(config.sample, family.condition_classes() if conditional else 0, jax.random.key(0), 1)
   evaluators = evaluation.prepare(config, data.spec, family, data.num_test)
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
   saved_config = saved.saved_config()
   saved.close()
   optim.resolve_decay_steps(config, saved_config)  # an extended run keeps its schedule
-  validate.warmup_within_horizon(config, resumed=saved_config is not None)
-  repeats = {group.network: group.repeats for group in family.update_groups()}
+  if training and saved_config is not None:  # a fresh run's horizons were checked with the whole config
+    validate.warmup_within_horizon(config, resumed=True)
+  repeats = {group.network: group.repeats for group in family.update_groups()} if training else {}
   exp = Experiment(config, workdir, mesh, data, family, optim.optimizers(config, family.networks, repeats), evaluators)
   _sizes_checked(config, exp.abstract_state)  # traces the init: networks of impossible sizes fail here
   return exp
@@ -415,7 +420,7 @@ def sample_name(config: ml_collections.ConfigDict, saved: dict | None, step: int
 def sample(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Writes ``config.sample.num`` samples from the latest checkpoint's EMA params as the ``samples``
   evaluator does, to ``samples/<sample_name>``."""
-  exp = setup(config, workdir)
+  exp = setup(config, workdir, training=False)
   state, saved = _restore_with_config(exp)
   ctx = evaluation.EvalContext(exp, state)
   paths = samples_lib.write(ctx, sample_name(config, saved, ctx.step), echo=True)
@@ -427,7 +432,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs every evaluator of ``config.eval.metrics`` once on the latest checkpoint and merges their
   numbers into ``eval/step_<N>.json`` (those of other metrics already there are kept)."""
-  exp = setup(config, workdir)
+  exp = setup(config, workdir, training=False)
   ts = restore_for_inference(exp)
   step = int(to_host(ts.step))
   results = run_evaluators(exp, ts, exp.evaluators, None)

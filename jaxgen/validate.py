@@ -109,7 +109,8 @@ def _optim(config: ml_collections.ConfigDict) -> None:
 
 def warmup_within_horizon(config: ml_collections.ConfigDict, resumed: bool = False) -> None:
   """Every ``warmup_cosine`` group's ``warmup_steps`` below its horizon. ``resumed``: the horizons
-  were taken from the checkpoint this run resumes (``optim.resolve_decay_steps``), checked again."""
+  were taken from the checkpoint this run resumes (``optim.resolve_decay_steps``): checked again at
+  setup."""
   for name, cfg in config.optim.items():
     if cfg.schedule == "warmup_cosine":
       key, horizon = f"optim.{name}", optim.horizon(cfg, config)

@@ -165,6 +165,13 @@ def test_bad_accelerator_settings_are_one_line_errors(name, overrides, message):
     validate.validate(config)
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the refusal where cuDNN is absent")
+def test_cudnn_attention_off_a_gpu_is_one_line_at_setup(tmp_path):
+  config = tiny_config("transformer", **{"model.attention": "cudnn"})
+  with pytest.raises(UserError, match=r"model.attention=cudnn needs a CUDA GPU .*\(here: cpu, float32\); use auto"):
+    train.setup(config, str(tmp_path))
+
+
 FOUR_DEVICES = f"TINY_GPT = {TINY_GPT!r}\n" + """
 import sys, numpy as np, jax
 sys.path.insert(0, "tests")

@@ -109,9 +109,12 @@ CASES = [
                                    "--config.optim.model.warmup_steps=10"],  # 10 < 20, but this run's horizon is 4
      ["optim.model.warmup_steps=10", "horizon saved with the checkpoint this workdir resumes (4 steps)",
       "--config.optim.model.decay_steps"]),
+    ("sample_label_of_an_unconditional_model", [*VAE, "--mode=sample", "--config.sample.label=3"],
+     ["sample.label=3", "unconditional", "--config.model.conditional=True"]),
     ("mode_coverage_without_modes", [*VAE, "--config.eval.metrics=mode_coverage"], ["mode_coverage"]),
-    ("sample_without_checkpoint", [*VAE, "--mode=sample"], ["no checkpoint", "train first"], [], "empty"),
-    ("eval_without_checkpoint", [*VAE, "--mode=eval"], ["no checkpoint", "train first"], [], "empty"),
+    ("sample_without_checkpoint", [*VAE, "--mode=sample"], ["does not exist", "no checkpoint", "train first"], [],
+     "empty"),
+    ("eval_without_checkpoint", [*VAE, "--mode=eval"], ["does not exist", "no checkpoint", "train first"], [], "empty"),
     ("workdir_locked_by_another_host", [*VAE, "--config.train.steps=6"], ["in use by another run", "host elsewhere"],
      [], "locked"),
     ("tfds_not_prepared", [*VAE, "--config.data.name=mnist", "--config.data.data_dir={tmp}/tfds"], ["mnist"]),
@@ -120,7 +123,8 @@ CASES = [
                                                                     "init_from"]),
     ("other_model_sample", [*VAE, "--mode=sample", "--config.model.latent_dim=32"], ["model.latent_dim"]),
     ("other_model_eval", [*VAE, "--mode=eval", "--config.model.latent_dim=32"], ["model.latent_dim"]),
-    ("other_family", ["--config=configs/gan.py", *TINY], ["model.family: 'vae' -> 'gan'", "--workdir=NEW"]),
+    ("other_family", ["--config=configs/gan.py", *TINY], ["model.family: 'vae' -> 'gan'", "--workdir=NEW",
+                                                          "a config of family 'vae' (e.g. --config=configs/vae.py)"]),
     # NaN / inf while training on (only checkpoints/ must stay as they were: metrics may be logged).
     ("nan_loss", [*VAE, "--config.train.steps=8", "--config.optim.model.learning_rate=1e30"],
      ["non-finite", "step", "the last good checkpoint (step 4) is kept"], [], "trains"),
@@ -203,11 +207,11 @@ def outcomes(tmp_path_factory):
     if kind == "locked":
       with open(os.path.join(workdir, "lock.json"), "w") as f:
         f.write('{"host": "elsewhere", "pid": 1, "time": 0, "argv": ["python", "-m", "jaxgen.main"]}')
-    before = _snapshot(workdir) if os.path.isdir(workdir) else {}
+    before = _snapshot(workdir) if os.path.isdir(workdir) else None  # None: no directory (not even an empty one)
     if not any(a.startswith("--workdir") for a in args) and name != "workdir_flag_missing":
       args.append(f"--workdir={workdir}")
     proc = _run_main(context, args, str(base / "cases" / f"{name}.log"))
-    after = _snapshot(workdir) if os.path.isdir(workdir) else {}
+    after = _snapshot(workdir) if os.path.isdir(workdir) else None
     return name, (proc, before, after)
 
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:

@@ -116,6 +116,11 @@ def test_refusal_names_the_saved_values_to_continue(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path), 3, make_config(**{"model.width": 8}))
   with pytest.raises(UserError, match="--config.model.width=4"):
     ckpt.restore_latest(abstract(make_state(width=8)))
+  # More than six differences: counted, and no partial list of flags offered as the way to continue.
+  many = make_config(**{"model.width": 8})
+  many.model.update({f"extra_{i}": i for i in range(7)})
+  with pytest.raises(UserError, match=r"and 2 more; arrays differ.*; nothing was changed. Start a new run"):
+    checkpoint.Checkpointer(str(tmp_path), 3, many).restore_latest(abstract(make_state(width=8)))
 
 
 def test_allowed_changes_restore(tmp_path):
@@ -138,6 +143,25 @@ def test_execution_fields_of_the_model_may_change_or_appear_on_resume(tmp_path):
     config.model.attention = "cudnn"
   ckpt = checkpoint.Checkpointer(str(tmp_path), 3, config)
   chex.assert_trees_all_equal(jax.device_get(ckpt.restore_latest(abstract(state)).params), jax.device_get(state.params))
+
+
+def test_a_first_stage_pinned_or_moved_resumes_with_a_warning(tmp_path, caplog):
+  """The path of a frozen first stage (``model.vqvae_workdir``, ...) may change on resume: pinning
+  ``<run>/checkpoints/<step>`` that the log named, or a moved directory. Another ``model.*`` is refused."""
+  saved = make_config()
+  with saved.unlocked():
+    saved.model.vqvae_workdir = "/runs/vqvae"
+  state = save_steps(str(tmp_path / "pinned"), saved, [2])
+  config = make_config()
+  with config.unlocked():
+    config.model.vqvae_workdir = "/runs/vqvae/checkpoints/4"
+  with caplog.at_level("WARNING"):
+    restored = checkpoint.Checkpointer(str(tmp_path / "pinned"), 3, config).restore_latest(abstract(state))
+  chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
+  assert "model.vqvae_workdir: '/runs/vqvae' -> '/runs/vqvae/checkpoints/4' since checkpoint step 2" in caplog.text
+  config.model.loss = "wasserstein"
+  with pytest.raises(UserError, match="model.loss: 'hinge' -> 'wasserstein'"):
+    checkpoint.Checkpointer(str(tmp_path / "pinned"), 3, config).restore_latest(abstract(state))
 
 
 # --- warm start --------------------------------------------------------------------------------------

@@ -423,3 +423,13 @@ def test_importing_the_data_package_imports_no_reader():
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_data_seed_keeps_the_data_while_the_training_seed_changes():
+  """``--config.data.seed=3`` is a field (-1: ``config.seed``): toy2d draws with it whatever ``seed``."""
+  fixed = [build(config_defaults.apply_overrides(make_config("toy2d/ring8", seed=s), ["data.seed=3"]))
+           for s in (1, 2)]
+  np.testing.assert_array_equal(fixed[0].held_out(50)["x"], fixed[1].held_out(50)["x"])
+  np.testing.assert_array_equal(fixed[0].held_out(50)["x"], build(make_config("toy2d/ring8", seed=3)).held_out(50)["x"])
+  assert not np.array_equal(build(make_config("toy2d/ring8", seed=1)).held_out(50)["x"],
+                            build(make_config("toy2d/ring8", seed=2)).held_out(50)["x"])

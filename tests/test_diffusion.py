@@ -366,6 +366,17 @@ def test_ddim_timesteps():
     diffusion.ddim_timesteps(10, 11)
 
 
+def test_sample_steps_beyond_the_trained_timesteps_are_refused_when_the_family_is_built():
+  """Before any training step, not at the first ``samples`` evaluation; DDPM's ancestral sampler
+  takes every timestep and ignores ``sample.steps``."""
+  spec = DataSpec("toy2d/ring8", "points", (2,))
+  for sampler in ("ddim", "dpm_solver", "heun", "euler"):
+    config = load_config("ddpm_toy2d", **{"sample.sampler": sampler, "sample.steps": 201})
+    with pytest.raises(UserError, match=r"sample.steps=201 must be in \[1, model.num_timesteps=200\]"):
+      build(config, spec)
+  build(load_config("ddpm_toy2d", **{"sample.sampler": "ddpm", "sample.steps": 201}), spec)
+
+
 # ---- networks ---------------------------------------------------------------------------------
 
 

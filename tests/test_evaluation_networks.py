@@ -241,6 +241,22 @@ def test_inception_weights_pth_and_npz(tmp_path, fake_torch):
   jax.tree.map(np.testing.assert_array_equal, from_npz, variables)
   with pytest.raises(UserError, match="6726825d"):
     inception_weights.load_inception_variables(npz)
+  np.savez(tmp_path / "no_hash.npz", **{"params/fc/kernel": np.zeros((2, 2))})  # no recorded source hash
+  with pytest.raises(UserError, match="records no source SHA-256, so it is not that of"):
+    inception_weights.load_inception_variables(str(tmp_path / "no_hash.npz"))
+
+
+@pytest.mark.parametrize("name, content, check_hash, message", [
+    ("random.pth", b"\x05" * 5000, True, r"SHA-256 [0-9a-f]{8}\.\.\. is not that of the FID Inception weights"),
+    ("random.pth", b"\x05" * 5000, False, r"cannot be read \(UnpicklingError"),
+    ("cut.npz", b"PK\x03\x04garbage", False, r"cannot be read \(BadZipFile"),
+    ("empty.npz", b"", True, r"cannot be read \(EOFError"),
+])
+def test_unreadable_inception_weights_are_one_line(tmp_path, name, content, check_hash, message):
+  (tmp_path / name).write_bytes(content)
+  with pytest.raises(UserError, match=message) as e:
+    inception_weights.load_inception_variables(str(tmp_path / name), check_hash=check_hash)
+  assert "\n" not in str(e.value)
 
 
 def _torch_bilinear(x: np.ndarray, size: int) -> np.ndarray:

@@ -168,3 +168,6 @@ def test_sample_label_minus_one_is_uniform_and_k_is_all_k():
   for bad in (6, -2):
     with pytest.raises(UserError, match=f"sample.label={bad}"):
       sampling.labels_from_config(ml_collections.ConfigDict({"label": bad}), 6, jax.random.key(0), 7)
+  with pytest.raises(UserError, match="sample.label=3 picks a class of a class-conditional model, and this model is "
+                                      "unconditional"):
+    sampling.labels_from_config(ml_collections.ConfigDict({"label": 3}), 0, jax.random.key(0), 7)

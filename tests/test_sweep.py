@@ -151,6 +151,12 @@ def test_bad_override_stops_the_sweep_before_anything_runs(tmp_path):
   with pytest.raises(UserError, match=r"sweep point 1 .*model\.latent_dim.*'four'"):
     sweeps.run("configs/vae.py", [{"model.latent_dim": 2}, {"model.latent_dim": "four"}], str(workdir))
   assert not workdir.exists()
+  # SLURM flags on a sweep that would run here (no --launcher=slurm): refused, nothing trains.
+  proc = sweep_cli(VAE, "--axis=seed=0,1", f"--workdir={workdir}", "--slurm_partition=gpu", "--submit", *TINY)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+  assert ("jaxgen: error: --submit, --slurm_partition apply to a SLURM job array, and this sweep would run here "
+          "(--launcher=local): add --launcher=slurm") in proc.stderr
+  assert not workdir.exists()
 
 
 def test_device_shares_split_cores_or_gpus():

@@ -80,6 +80,16 @@ def test_zero_periods_act_only_at_the_last_step(workdir):
   assert _checkpoint_steps(workdir) == [4]
   assert [r["step"] for r in _metrics(workdir) if any(k.startswith("train/") for k in r)] == [4]
   assert os.listdir(os.path.join(workdir, "samples")) == ["step_4.png"]
+  # TensorBoard (the viewer the install brings) reads the same scalars as metrics.jsonl.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  rows = {(r["step"], k): v for r in _metrics(workdir) for k, v in r.items() if k != "step"}
+  seen = {(e.step, tag): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+  assert seen.keys() == rows.keys() and len(rows) > 5
+  for key, value in rows.items():
+    assert seen[key] == pytest.approx(value, rel=1e-6, abs=1e-30) or (math.isnan(value) and math.isnan(seen[key])), key
 
 
 def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
@@ -253,3 +263,20 @@ def test_a_later_evaluation_of_a_step_merges_into_its_file(tmp_path):
   path.write_text('{"fid": 1')
   train._write_eval(exp, 7, {"is_mean": 2.0}, None)
   assert json.loads(path.read_text()) == {"step": 7, "is_mean": 2.0}
+
+
+def test_sampling_and_evaluation_do_not_build_the_training_groups(workdir, monkeypatch):
+  """``--mode=sample`` / ``--mode=eval`` never call ``update_groups``, where a two-stage family
+  prepares its training data (a reflow student's teacher may be gone by then)."""
+  config = tiny_config("vae", **{"eval.metrics": ("heldout",)})
+  train.train_and_evaluate(config, workdir)
+  family = type(train.setup(config, workdir).family)
+
+  def training_only(self):
+    raise AssertionError("update_groups built outside training")
+
+  monkeypatch.setattr(family, "update_groups", training_only)
+  assert train.evaluate(config, workdir)["nll_bound_nats"] > 0
+  assert len(train.sample(config, workdir)) == 1
+  with pytest.raises(AssertionError, match="outside training"):
+    train.setup(config, workdir)

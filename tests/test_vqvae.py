@@ -190,6 +190,9 @@ def test_prior_refuses_other_data_and_missing_runs(vqvae_workdir, tmp_path):
     families.build(_prior(str(tmp_path)), DIGITS)
   with pytest.raises(UserError, match="output=softmax"):
     families.build(_prior(vqvae_workdir, **{"model.output": "logistic_mixture"}), DIGITS)
+  # Latent diffusion needs a VAE's Gaussian encoder: a VQ-VAE run is named, not a traceback.
+  with pytest.raises(UserError, match=r"model.autoencoder_workdir=.* is a 'vqvae' run; it must be one of vae"):
+    families.build(tiny_config("latent_diffusion", **{"model.autoencoder_workdir": vqvae_workdir}), DIGITS)
 
 
 def test_a_pinned_stage_one_step_is_kept_while_that_run_trains_on(vqvae_workdir):

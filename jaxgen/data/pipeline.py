@@ -179,9 +179,9 @@ class Pipeline:
 
 
 def _data_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``config.data`` plus ``seed`` (= ``config.seed`` unless ``data.seed`` is set), for loaders."""
+  """``config.data`` with ``seed`` = ``config.seed`` unless ``data.seed`` is set (>= 0), for loaders."""
   data = ml_collections.ConfigDict(config.data.to_dict())
-  if "seed" not in data:
+  if data.get("seed", -1) < 0:
     data.seed = config.seed
   return data
 

@@ -25,7 +25,7 @@ Names (``resolve``), in this order:
    is refused with the closest kind.
 
 A loader is called with a copy of ``config.data`` plus ``seed`` (``config.seed`` unless
-``data.seed`` is set) and, for a kind, ``path``. It returns :class:`RawData` (arrays in memory) or
+``data.seed`` >= 0 is set) and, for a kind, ``path``. It returns :class:`RawData` (arrays in memory) or
 :class:`Splits` (any two random-access :class:`Source`\\ s). Heavy imports (tensorflow-datasets,
 TensorFlow, Pillow, scipy) belong inside the loader, so that importing ``jaxgen.data`` stays cheap.
 

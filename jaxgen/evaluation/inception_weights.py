@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
+import zipfile
 
 import flax.traverse_util
 import jax
@@ -48,8 +50,9 @@ def sha256_of(path: str) -> str:
 def check_sha256(sha256: str, path: str) -> None:
   """Raises ``UserError`` unless ``sha256`` is that of pytorch-fid's FID Inception weights."""
   if not sha256.startswith(FID_WEIGHTS_SHA256_PREFIX):
+    found = f"SHA-256 {sha256[:8]}..." if sha256 else "records no source SHA-256, so it"
     raise UserError(
-        f"{path}: SHA-256 {sha256[:8]}... is not that of the FID Inception weights "
+        f"{path}: {found} is not that of the FID Inception weights "
         f"{FID_WEIGHTS_NAME} (expected {FID_WEIGHTS_SHA256_PREFIX}...): other weights give FIDs "
         "that cannot be compared with published ones")
 
@@ -109,14 +112,19 @@ def load_inception_variables(path: str, check_hash: bool = True) -> dict:
   if not os.path.isfile(path):
     raise UserError(f"Inception weights {path!r} not found: give the path of {FID_WEIGHTS_NAME} "
                     "or of its .npz conversion (experiments/convert_inception_weights.py)")
-  if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as npz:
-      sha256 = str(npz["source_sha256"]) if "source_sha256" in npz.files else ""
-      flat = {tuple(k.split("/")): npz[k] for k in npz.files if k != "source_sha256"}
-  else:
-    sha256 = sha256_of(path) if check_hash else ""
-    flat = state_dict_to_variables(load_state_dict(path))
-  if check_hash:
+  try:
+    if path.endswith(".npz"):
+      with np.load(path, allow_pickle=False) as npz:
+        sha256 = str(npz["source_sha256"]) if "source_sha256" in npz.files else ""
+        flat = {tuple(k.split("/")): npz[k] for k in npz.files if k != "source_sha256"}
+    else:
+      if check_hash:  # before unpickling: a wrong file is named by its hash, not by a pickle error
+        check_sha256(sha256_of(path), path)
+      flat = state_dict_to_variables(load_state_dict(path))
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    raise UserError(f"Inception weights {path!r} cannot be read ({type(e).__name__}: {str(e)[:80]}): give "
+                    f"{FID_WEIGHTS_NAME} or its .npz conversion (experiments/convert_inception_weights.py)") from None
+  if check_hash and path.endswith(".npz"):
     check_sha256(sha256, path)
   return _to_variables(flat, path)
 

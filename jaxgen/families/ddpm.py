@@ -125,6 +125,9 @@ class DDPM(Family):
       raise UserError(f"sample.grid={s.grid!r}, sample.rho={s.rho}, sample.steps={s.steps}, "
                       f"sample.eta={s.eta}: use a grid of auto|{'|'.join(diffusion.GRIDS)}, "
                       "rho > 0, steps >= 1, eta >= 0")
+    if s.sampler != "ddpm" and s.steps > m.num_timesteps:  # the samplers step through the T trained timesteps
+      raise UserError(f"sample.steps={s.steps} must be in [1, model.num_timesteps={m.num_timesteps}] for "
+                      f"sample.sampler={s.sampler}; set e.g. --config.sample.steps={min(50, m.num_timesteps)}")
     self.num_classes = self.condition_classes()
     self.conditional = self.num_classes > 0
     check_guidance(self, s)

@@ -78,7 +78,7 @@ class LatentDiffusion(Family):
     if m.scale_factor < 0:
       raise UserError(f"model.scale_factor={m.scale_factor} must be >= 0 (0 = 1 / std of the latents)")
     self.autoencoder = pretrained.load(m.autoencoder_workdir, spec, config.data,
-                                       "model.autoencoder_workdir")
+                                       "model.autoencoder_workdir", family="vae")  # its Gaussian encoder
     if self.autoencoder.config.model.get("conditional", False):
       raise UserError(f"model.autoencoder_workdir={m.autoencoder_workdir!r} holds a conditional "
                       "autoencoder; latent diffusion needs an unconditional one")

@@ -179,6 +179,10 @@ class TransformerFamily(Family):
                       "(with an even head width for rotary positions)")
     if m.attention not in ATTENTION:
       raise UserError(f"model.attention={m.attention!r}; use one of {', '.join(ATTENTION)}")
+    if m.attention == "cudnn" and not (jax.default_backend() == "gpu" and self._half_precision()):
+      raise UserError(f"model.attention=cudnn needs a CUDA GPU and train.compute_dtype=bfloat16 or float16 "
+                      f"(here: {jax.default_backend()}, {self.compute_dtype.name}); use auto (cuDNN where it "
+                      "applies) or xla")
     self.seq_len = spec.shape[0]
     self.bos = spec.levels
     self.model = Transformer(
@@ -191,8 +195,11 @@ class TransformerFamily(Family):
     choice = self.config.model.attention
     if choice != "auto":
       return choice
-    half = self.compute_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+    return "cudnn" if self._half_precision() and jax.default_backend() == "gpu" else "xla"
+
+  def _half_precision(self) -> bool:
+    """Whether the networks compute in bfloat16 / float16 (what cuDNN's attention takes)."""
+    return self.compute_dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
   def shift_right(self, x: jax.Array) -> jax.Array:
     """Model inputs ``(BOS, x_0, ..., x_{T-2})`` of targets ``x`` int ``[B, T]``."""
