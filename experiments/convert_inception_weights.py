@@ -11,14 +11,17 @@ with ``6726825d`` (the file pytorch-fid downloads). Then use
 from __future__ import annotations
 
 import argparse
+import os
 
-from jaxgen.errors import one_line_errors
+from jaxgen.errors import UserError, one_line_errors
 from jaxgen.evaluation import inception_weights as iw
 from jaxgen.evaluation.torch_weights import load_state_dict
 
 
 def convert(pth_path: str, npz_path: str, check_hash: bool = True) -> None:
-  iw.load_inception_variables(pth_path, check_hash=check_hash)  # present, the right hash, readable: or one line
+  if not (pth_path.endswith(".pth") and os.path.isfile(pth_path)):
+    raise UserError(f"{pth_path} is not a .pth file: give the path of pytorch-fid's {iw.FID_WEIGHTS_NAME}")
+  iw.load_inception_variables(pth_path, check_hash=check_hash)  # the right hash, readable: or one line
   iw.save_npz(iw.state_dict_to_variables(load_state_dict(pth_path)), iw.sha256_of(pth_path), npz_path)
   iw.load_inception_variables(npz_path, check_hash=check_hash)  # names and shapes
 

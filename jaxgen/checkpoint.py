@@ -91,8 +91,11 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _refused(key: str) -> bool:
-  if key.rsplit(".", 1)[-1] in EXECUTION_FIELDS + STAGE_ONE_FIELDS:
+def _refused(key: str, saved: Any = None, new: Any = None) -> bool:
+  """Whether changing ``key`` from ``saved`` to ``new`` makes another model; a first stage's path may
+  change (both set), not appear or go (that switches the objective: reflow on or off)."""
+  field = key.rsplit(".", 1)[-1]
+  if field in EXECUTION_FIELDS or (field in STAGE_ONE_FIELDS and saved and new):
     return False
   return key.startswith(REFUSED_PREFIXES) or key in REFUSED_KEYS
 
@@ -220,7 +223,7 @@ class Checkpointer:
     set, or other array shapes. Logs the allowed differences."""
     saved = (self.meta(step) or {}).get("config")
     changes = config_changes(saved, plain(self.config)) if saved is not None and self.config is not None else {}
-    refused = {k: v for k, v in changes.items() if _refused(k)}
+    refused = {k: v for k, v in changes.items() if _refused(k, *v)}
     shapes = self._shape_changes(step, abstract_state)
     if refused or shapes:
       named = list((refused or {k: v for k, v in changes.items() if k.startswith(("data.", "optim."))}
@@ -242,7 +245,7 @@ class Checkpointer:
       logging.info("config changes since checkpoint step %d (allowed): %s", step,
                    ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     for key, (a, b) in changes.items():
-      if key.startswith("model.") and key.rsplit(".", 1)[-1] in STAGE_ONE_FIELDS:
+      if key.startswith("model.") and key.rsplit(".", 1)[-1] in STAGE_ONE_FIELDS and a and b:
         logging.warning("%s: %r -> %r since checkpoint step %d: this run goes on with the first stage the new "
                         "path names (the same weights only if it is the run and step used so far)", key, a, b, step)
 

@@ -96,6 +96,9 @@ def write_atomic(target: str | os.PathLike, data: str | bytes) -> None:
   try:
     tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
     os.replace(tmp, target)
+  except OSError as e:  # named by the file the caller asked for, not the removed temporary
+    tmp.unlink(missing_ok=True)
+    raise OSError(e.errno, e.strerror, str(target)) from None
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise

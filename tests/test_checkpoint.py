@@ -162,6 +162,10 @@ def test_a_first_stage_pinned_or_moved_resumes_with_a_warning(tmp_path, caplog):
   config.model.loss = "wasserstein"
   with pytest.raises(UserError, match="model.loss: 'hinge' -> 'wasserstein'"):
     checkpoint.Checkpointer(str(tmp_path / "pinned"), 3, config).restore_latest(abstract(state))
+  # A first stage that appears or goes (reflow switched on or off) is another objective: refused.
+  config.model.loss, config.model.vqvae_workdir = "hinge", ""
+  with pytest.raises(UserError, match="model.vqvae_workdir: '/runs/vqvae' -> ''"):
+    checkpoint.Checkpointer(str(tmp_path / "pinned"), 3, config).restore_latest(abstract(state))
 
 
 # --- warm start --------------------------------------------------------------------------------------

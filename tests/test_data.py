@@ -395,16 +395,19 @@ def test_names_resolve_exact_then_kind_then_tfds():
   cases = {"digits": ("digits", None), "toy2d/ring8": ("toy2d/ring8", None),
            "images:/data/x:y": ("images:", "/data/x:y"), "text:a.txt": ("text:", "a.txt"),
            "mnist": ("tfds:", "mnist"), "celeb_a:2.1.0": ("tfds:", "celeb_a:2.1.0"),
-           "tfds:mnist": ("tfds:", "mnist"), "mnist:3.*.*": ("tfds:", "mnist:3.*.*"), "cifar10:3": ("tfds:", "cifar10:3")}
+           "tfds:mnist": ("tfds:", "mnist"), "mnist:3.*.*": ("tfds:", "mnist:3.*.*"), "cifar10:3": ("tfds:", "cifar10:3"),
+           "huggingface:mnist": ("tfds:", "huggingface:mnist"), "tfds:huggingface:mnist": ("tfds:", "huggingface:mnist")}
   for name, (entry, path) in cases.items():
     got = source.resolve(name)
     assert (got[0].name, got[1]) == (entry, path), name
   with pytest.raises(UserError, match="names no path"):
     source.resolve("arrays:")
   # neither a kind nor a tfds version: a misspelt kind, named with its closest one
-  with pytest.raises(UserError, match=r"'image:' is not a data source kind .*\(did you mean images:/data/x\?\)$"):
+  with pytest.raises(UserError, match=r"'image:' is not a data source kind .*\(did you mean images:/data/x\?\)"):
     source.resolve("image:/data/x")
-  with pytest.raises(UserError, match=r"'nokind:' is not a data source kind .*fix data.name$"):
+  with pytest.raises(UserError, match=r"'arary:' is not .*\(did you mean arrays:data\.npz\?\)"):
+    source.resolve("arary:data.npz")
+  with pytest.raises(UserError, match=r"'nokind:' is not a data source kind .*fix data.name; a tensorflow-datasets"):
     source.resolve("nokind:/x")
 
 

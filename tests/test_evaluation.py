@@ -179,6 +179,9 @@ def test_kid_evaluator_draws_its_subsets_from_the_run_seed_and_step():
     assert (out["kid_mean"], out["kid_std"]) == ev.kid(real, fake, 4, 50, seed=seed)
     got[tuple(seed)] = out["kid_mean"]
   assert len(set(got.values())) == 3  # another seed or step: other subsets
+  run = ev.EvalContext.__new__(ev.EvalContext)  # what a run's evaluation passes: its seed and step
+  run.config, run.step = ml_collections.ConfigDict({"seed": 4}), 9
+  assert run.numpy_seed() == [4, 9]
 
 
 # --- IS --------------------------------------------------------------------------------------
@@ -239,6 +242,9 @@ def test_manifold_metrics_do_not_change_under_a_common_offset():
   for shift in (0.0, 100.0):
     got = ev.manifold_metrics(real + shift, fake + shift, pr_k=3, dc_k=5, block_size=128)
     chex.assert_trees_all_close(got, expected, atol=1e-12)
+  for other in (fake[:, :1], fake[:, 0]):  # another width, or not [M, D]: one line, never broadcast
+    with pytest.raises(UserError, match=r"manifold metrics need features \[N, D\] and \[M, D\]"):
+      ev.manifold_metrics(real, other)
 
 
 def _two_clusters(rng, n, std=0.5, clusters=(0, 1)):

@@ -68,7 +68,8 @@ def test_bad_arguments_are_one_line_and_write_nothing(tmp_path):
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert not (tmp_path / "work").exists()
   (tmp_path / "random.pth").write_bytes(b"\x05" * 3000)
-  for pth, message in ((tmp_path / "missing.pth", "not found"), (tmp_path / "random.pth", "is not that of the FID")):
+  for pth, message in ((tmp_path / "missing.pth", "is not a .pth file"), (tmp_path / "weights.npz", "is not a .pth"),
+                       (tmp_path / "random.pth", "is not that of the FID")):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "convert_inception_weights.py"), str(pth),
                            str(tmp_path / "out.npz")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr[-2000:]

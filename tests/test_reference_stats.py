@@ -107,7 +107,13 @@ def test_a_file_of_other_data_is_used_with_a_warning(tmp_path, digits_reference,
   np.savez(tmp_path / "same.npz", **digits_reference)
   config.eval.reference_stats = str(tmp_path / "same.npz")
   reference_stats.check(config, spec)
-  assert "other data" not in caplog.text
+  assert "other data" not in caplog.text and "predates" not in caplog.text
+  assert not bool(digits_reference["data_dequantized"])
+  # A file written before the dequantized 8-bit conversion changed, on dequantized data: remake it.
+  np.savez(tmp_path / "old.npz", **{k: v for k, v in digits_reference.items() if k != "data_dequantized"})
+  config.eval.reference_stats, config.data.dequantize = str(tmp_path / "old.npz"), True
+  reference_stats.check(config, data_lib.build(config).spec)
+  assert "predates the 8-bit conversion of dequantized images" in caplog.text
 
 
 def test_unreadable_file_and_unwritable_output_are_one_line(tmp_path, digits_reference):

@@ -267,7 +267,7 @@ def test_a_later_evaluation_of_a_step_merges_into_its_file(tmp_path):
 
 def test_sampling_and_evaluation_do_not_build_the_training_groups(workdir, monkeypatch):
   """``--mode=sample`` / ``--mode=eval`` never call ``update_groups``, where a two-stage family
-  prepares its training data (a reflow student's teacher may be gone by then)."""
+  prepares its training data (latent caches of the training split, reflow pairs drawn from the teacher)."""
   config = tiny_config("vae", **{"eval.metrics": ("heldout",)})
   train.train_and_evaluate(config, workdir)
   family = type(train.setup(config, workdir).family)

@@ -145,8 +145,9 @@ def test_a_write_cut_short_leaves_the_saved_file(tmp_path, monkeypatch):
     raise OSError(errno.ENOSPC, "No space left on device")
 
   monkeypatch.setattr(epath.Path, "write_text", full_disk)
-  with pytest.raises(OSError, match="No space left"):
+  with pytest.raises(OSError, match="No space left") as e:
     train.save_config(ml_collections.ConfigDict({"seed": 2}), str(tmp_path))
+  assert e.value.filename == str(tmp_path / "config.json")  # what jaxgen.main's one line names
   assert (tmp_path / "config.json").read_text() == saved
   assert json.loads(saved) == {"seed": 1}
   assert sorted(os.listdir(tmp_path)) == ["config.json"]

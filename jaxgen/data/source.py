@@ -21,8 +21,8 @@ Names (``resolve``), in this order:
 2. ``<kind>:<path>`` where ``<kind>:`` is registered (a name ending in ``:``): ``images:``,
    ``text:``, ``arrays:``, ``audio:``, ``tfds:``; the loader finds ``<path>`` in ``data.path``;
 3. anything else is ``tfds:<name>``, a tensorflow-datasets name (``mnist``, ``celeb_a``,
-   ``cifar10:3.0.2``, ...). A ``<word>:<text>`` that is neither (``image:/data``: a kind misspelt)
-   is refused with the closest kind.
+   ``cifar10:3.0.2``, ``huggingface:mnist``, ...). A ``<word>:<path>`` whose word is close to a kind,
+   or whose text is a path (``image:/data``: a kind misspelt), is refused with the closest kind.
 
 A loader is called with a copy of ``config.data`` plus ``seed`` (``config.seed`` unless
 ``data.seed`` >= 0 is set) and, for a kind, ``path``. It returns :class:`RawData` (arrays in memory) or
@@ -156,12 +156,13 @@ def resolve(name: str) -> tuple[DataSource, str | None]:
     if not path:
       raise UserError(f"data.name={name!r} names no path: write --config.data.name={kind}:PATH")
     return SOURCES.get(kind + ":"), path
-  if colon and not _TFDS_VERSION.fullmatch(path):  # tfds reads "<name>:<version>" only
-    kinds = [k for k in SOURCES.names() if k.endswith(":")]
-    close = difflib.get_close_matches(kind + ":", kinds, n=1)
+  kinds = [k for k in SOURCES.names() if k.endswith(":")]
+  close = difflib.get_close_matches(kind + ":", kinds, n=1) if colon else []
+  # Not "<name>:<version>" nor a tfds namespace ("huggingface:mnist"): a path after a misspelt kind.
+  if colon and not _TFDS_VERSION.fullmatch(path) and (close or path.startswith(("/", ".", "~"))):
     hint = f" (did you mean {close[0]}{path}?)" if close else ""
-    raise UserError(f"data.name={name!r}: {kind + ':'!r} is not a data source kind ({', '.join(kinds)}) and "
-                    f"{path!r} is not a tensorflow-datasets version: fix data.name{hint}")
+    raise UserError(f"data.name={name!r}: {kind + ':'!r} is not a data source kind ({', '.join(kinds)}): fix "
+                    f"data.name{hint}; a tensorflow-datasets name with a namespace is written tfds:NAMESPACE:NAME")
   return SOURCES.get(FALLBACK_KIND), name
 
 

@@ -60,14 +60,14 @@ def manifold_metrics(real, fake, pr_k: int | None = 3, dc_k: int | None = 5,
   ``precision, recall`` (unless ``pr_k`` is None) and ``density, coverage`` (unless ``dc_k`` is
   None). Passes: real-real once for both k, fake-fake only for recall, real-fake once.
   """
-  # Distances do not change under a common shift; centred on the real mean (in the inputs' precision)
-  # the float32 products of |a|^2 - 2 a.b + |b|^2 lose nothing to a large offset of the features.
-  centre = np.mean(real, axis=0, dtype=np.float64)
-  real = (np.asarray(real) - centre).astype(np.float32)
-  fake = (np.asarray(fake) - centre).astype(np.float32)
+  real, fake = np.asarray(real), np.asarray(fake)
   if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
     raise UserError(f"manifold metrics need features [N, D] and [M, D], got {real.shape} and "
                     f"{fake.shape}")
+  # Distances do not change under a common shift; centred on the real mean (in the inputs' precision)
+  # the float32 products of |a|^2 - 2 a.b + |b|^2 lose nothing to a large offset of the features.
+  centre = np.mean(real, axis=0, dtype=np.float64)
+  real, fake = (real - centre).astype(np.float32), (fake - centre).astype(np.float32)
   ks = tuple(k for k in (pr_k, dc_k) if k is not None)
   if not ks or not all(1 <= k < min(real.shape[0], fake.shape[0]) for k in ks):
     raise UserError(f"k={ks} nearest neighbours need more than k samples in each set, got "

@@ -12,7 +12,9 @@ writes an ``.npz``:
 * ``feature_network`` (the space: ``inception``, ``digits_classifier``, ``data``) and
   ``feature_weights_sha256`` (of its weights, ``""`` for ``data``);
 * ``data_name``, ``data_modality``, ``data_shape`` (one example's model-space shape), ``data_levels``,
-  ``data_value_range`` (the model-space range: what ``eval.features=data`` features are in), ``split``.
+  ``data_value_range`` (the model-space range: what ``eval.features=data`` features are in),
+  ``data_dequantized`` (absent in files written before dequantized images were converted to 8 bits
+  by their bin: those are warned about on dequantized data), ``split``.
 
 ``check`` (FID's precondition, before training) refuses a file made with another feature network
 or another example shape, and in the ``data`` space one of examples scaled to another range. A file
@@ -61,6 +63,7 @@ class Reference:
   data_shape: tuple[int, ...] = ()
   data_name: str = ""
   data_levels: int = 0
+  dequantized: bool | None = None  # None: a file written before data_dequantized was recorded
   value_range: tuple[float, ...] = ()  # the model-space range the examples were scaled to
 
   def describe(self) -> str:
@@ -96,6 +99,7 @@ def load(path: str) -> Reference:
   return Reference(mu, sigma, int(arrays["count"]), str(arrays["feature_network"]),
                    str(arrays["feature_weights_sha256"]), tuple(int(d) for d in arrays["data_shape"]),
                    str(arrays["data_name"]), int(arrays.get("data_levels", 0)),
+                   bool(arrays["data_dequantized"]) if "data_dequantized" in arrays else None,
                    tuple(float(v) for v in arrays.get("data_value_range", ())))  # absent in older files
 
 
@@ -128,6 +132,10 @@ def check(config: ml_collections.ConfigDict, spec: DataSpec) -> Reference:
   if other:
     _log.warning("eval.reference_stats=%s was made from other data, %s: FID will compare the samples with "
                  "that data", path, ", ".join(other))
+  if spec.dequantized and reference.network and reference.dequantized is None:
+    _log.warning("eval.reference_stats=%s predates the 8-bit conversion of dequantized images by their bin "
+                 "(jaxgen.outputs.to_uint8): remake it with --mode=reference_stats for FIDs comparable "
+                 "with this run's samples", path)
   return reference
 
 
@@ -190,7 +198,7 @@ def compute(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
              feature_weights_sha256=np.array(net.sha256), data_name=np.array(spec.name),
              data_modality=np.array(spec.modality), data_shape=np.array(spec.shape, np.int64),
              data_value_range=np.array(spec.value_range, np.float64),
-             data_levels=np.int64(spec.levels), split=np.array(split))
+             data_levels=np.int64(spec.levels), data_dequantized=np.bool_(spec.dequantized), split=np.array(split))
     _write(path, buffer.getvalue())
   _log.info("reference statistics of %d %s examples of %s (%s) -> %s", acc.count, split, spec.name,
             _describe(net.space, net.sha256, tuple(spec.shape)), path)

@@ -1,12 +1,11 @@
 """Latent diffusion (Rombach et al. 2022): DDPM or flow matching in the latent space of a trained,
 frozen autoencoder, samples decoded to data.
 
-The autoencoder is the run in ``model.autoencoder_workdir`` (a ``vae``, or any family with the two
-methods below), rebuilt from its ``config.json`` with the EMA parameters of its latest checkpoint
-(:mod:`jaxgen.pretrained`, read-only). Its parameters are constants here, never trained. It must
-give ``encode(params, x, label) -> (mean, log_std)`` of ``q(z | x)`` (or the latents ``z`` of a
-deterministic encoder) and ``decode_mean(params, z, label) -> x`` in model space, and be
-unconditional.
+The autoencoder is the run in ``model.autoencoder_workdir`` (a ``vae``; another family is refused),
+rebuilt from its ``config.json`` with the EMA parameters of its latest checkpoint
+(:mod:`jaxgen.pretrained`, read-only). Its parameters are constants here, never trained. Its
+``encode(params, x, label) -> (mean, log_std)`` of ``q(z | x)`` and ``decode_mean(params, z, label)
+-> x`` in model space are used; it must be unconditional.
 
 Latents. When training starts, the whole training split is encoded once and cached in memory
 (posterior means and log-stds, ``[N, *latent_shape]``). Each step draws a batch of cached examples
@@ -92,15 +91,14 @@ class LatentDiffusion(Family):
 
   # ---- the frozen autoencoder ---------------------------------------------------------------
 
-  def _encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-    """``(mean, log_std)`` of ``q(z | x)``; ``log_std`` None for a deterministic encoder."""
+  def _encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(mean, log_std)`` of the VAE's ``q(z | x)``."""
     ae = self.autoencoder
-    out = ae.family.encode(ae.params, x, None)
-    return out if isinstance(out, tuple) else (out, None)
+    return ae.family.encode(ae.params, x, None)
 
   @staticmethod
   def _posterior_sample(mean, log_std, rng):
-    return mean if log_std is None else mean + jnp.exp(log_std) * jax.random.normal(rng, mean.shape)
+    return mean + jnp.exp(log_std) * jax.random.normal(rng, mean.shape)
 
   def decode(self, z: jax.Array) -> jax.Array:
     """Latents (unscaled) ``[B, *latent_shape]`` -> data in model space, clipped to its range."""
@@ -109,7 +107,7 @@ class LatentDiffusion(Family):
     return jnp.clip(x, *self.spec.value_range) if self.spec.modality == "image" else x
 
   def latent_cache(self) -> dict:
-    """The training split encoded once: ``{"z": (mean, log_std or None), ["label"]}``, ``[N, ...]``
+    """The training split encoded once: ``{"z": (mean, log_std), ["label"]}``, ``[N, ...]``
     arrays (``pretrained.encode_training_split``)."""
     if self._cache is None:
       self._cache = pretrained.encode_training_split(self.config, jax.jit(self._encode))

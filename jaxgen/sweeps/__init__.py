@@ -118,8 +118,8 @@ def collect(workdir: str, plot_metric: str = "", plot_axis: str = "") -> list[di
   keys = [k for k in swept if k != results.SEED]
   if plot_axis and plot_axis not in keys:
     if not keys:
-      raise UserError(f"--plot_axis={plot_axis!r}: this sweep varies only seed, so there is no axis to plot a "
-                      "metric against (results.md has its mean over seeds); drop --plot_axis")
+      raise UserError(f"--plot_axis={plot_axis!r}: this sweep varies no key other than seed, so there is no axis "
+                      "to plot a metric against (results.md has its mean over seeds); drop --plot_axis")
     raise UserError(f"--plot_axis={plot_axis!r} is not a swept key other than seed; swept: {', '.join(keys)}")
   if plot_metric and metrics and plot_metric not in metrics:
     raise UserError(f"--plot_metric={plot_metric!r} is not a final metric of this sweep; metrics: {', '.join(metrics)}")
