@@ -106,6 +106,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())
   family = _sizes_checked(config, lambda: families.build(config, data.spec))
+  temperature = config.sample.get("temperature", 1.0)
+  if temperature != 1.0 and not family.sample_temperature:
+    raise UserError(f"sample.temperature={temperature} changes nothing in {config.model.family} samples (its "
+                    "sampler has no temperature); leave it at 1.0")
   conditional = bool(config.model.get("conditional", False))
   sampling.labels_from_config(config.sample, family.condition_classes() if conditional else 0, jax.random.key(0), 1)
   evaluators = evaluation.prepare(config, data.spec, family, data.num_test)
@@ -122,28 +126,38 @@ def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True
 
 
 def _sizes_checked(config: ml_collections.ConfigDict, build: Any) -> Any:
-  """``build()``. When it fails with a ``TypeError``, ``ValueError`` or ``ZeroDivisionError`` while an
-  integer ``model.*`` field is <= 0 whose family default is >= 1 (a size: ``model.latent_dim=0``),
-  that is one line naming the fields (JAX's own message would name an array shape instead)."""
+  """``build()``. When it fails (``TypeError``, ``ValueError``, ``ZeroDivisionError``, ``KeyError``,
+  ``IndexError``), or builds an array of size 0, while an integer ``model.*`` field is <= 0 whose
+  family default is >= 1 (a size: ``model.latent_dim=0``), that is one line naming the fields
+  (JAX's own message would name an array shape, or a checkpoint of empty arrays fail later)."""
   try:
-    return build()
-  except (TypeError, ValueError, ZeroDivisionError) as e:
-    defaults = families.FAMILIES.get(config.model.family).defaults().get("model", {})
-
-    def sizes(values, defaults, prefix="model."):
-      for key, value in values.items():
-        default = defaults.get(key) if isinstance(defaults, dict) else None
-        if isinstance(value, (dict, ml_collections.ConfigDict)):
-          yield from sizes(value, default or {}, f"{prefix}{key}.")
-        elif isinstance(value, int) and not isinstance(value, bool) and isinstance(default, int) and default >= 1:
-          if value <= 0:
-            yield f"{prefix}{key}={value}"
-
-    bad = list(sizes(config.model, defaults))
+    built = build()
+  except (TypeError, ValueError, ZeroDivisionError, KeyError, IndexError) as e:
+    bad = _nonpositive_sizes(config)
     if not bad:
       raise
     raise UserError(f"cannot build the {config.model.family} model with {', '.join(bad)} "
                     f"({type(e).__name__}); sizes must be >= 1") from e  # chained: the cause stays inspectable
+  if any(getattr(leaf, "size", 1) == 0 for leaf in jax.tree.leaves(built)) and (bad := _nonpositive_sizes(config)):
+    raise UserError(f"cannot build the {config.model.family} model with {', '.join(bad)} (an array of size 0); "
+                    "sizes must be >= 1")
+  return built
+
+
+def _nonpositive_sizes(config: ml_collections.ConfigDict) -> list[str]:
+  """``model.<field>=<value>`` of every integer field <= 0 whose family default is >= 1."""
+  defaults = families.FAMILIES.get(config.model.family).defaults().get("model", {})
+
+  def sizes(values, defaults, prefix="model."):
+    for key, value in values.items():
+      default = defaults.get(key) if isinstance(defaults, dict) else None
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        yield from sizes(value, default or {}, f"{prefix}{key}.")
+      elif isinstance(value, int) and not isinstance(value, bool) and isinstance(default, int) and default >= 1:
+        if value <= 0:
+          yield f"{prefix}{key}={value}"
+
+  return list(sizes(config.model, defaults))
 
 
 # --- state -----------------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def _sample_and_eval(config: ml_collections.ConfigDict) -> None:
   _at_least(config, "sample.num", 1, 64)
   temperature = _get(config, "sample.temperature")
   if temperature is not None:
-    _need(temperature > 0, "sample.temperature", temperature, "must be > 0", "set e.g. --config.sample.temperature=1.0")
+    _need(temperature >= 0, "sample.temperature", temperature, "must be >= 0 (0: greedy, the mode)",
+          "set e.g. --config.sample.temperature=1.0")
   _at_least(config, "eval.batch_size", 1, 256)
   _at_least(config, "eval.num_batches", 0, 0)
   _at_least(config, "eval.num_samples", 1, 1000)

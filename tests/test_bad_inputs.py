@@ -109,6 +109,16 @@ CASES = [
                                    "--config.optim.model.warmup_steps=10"],  # 10 < 20, but this run's horizon is 4
      ["optim.model.warmup_steps=10", "horizon saved with the checkpoint this workdir resumes (4 steps)",
       "--config.optim.model.decay_steps"]),
+    ("temperature_negative", [*VAE, "--config.sample.temperature=-1"], ["sample.temperature=-1.0", ">= 0"]),
+    ("temperature_of_a_gan", ["--config=configs/gan.py", *TINY, "--config.sample.temperature=0.5"],
+     ["sample.temperature=0.5 changes nothing in gan samples", "leave it at 1.0"]),
+    ("zero_flow_layers", ["--config=configs/flow2d.py", *TINY, "--config.model.num_layers=0"],
+     ["model.num_layers=0", "sizes must be >= 1"]),
+    ("zero_wavenet_cycles", ["--config=configs/wavenet.py", *TINY, "--config.data.seq_len=64",
+                             "--config.model.num_cycles=0"], ["model.num_cycles=0", "sizes must be >= 1"]),
+    ("zero_scanned_glow_steps", ["--config=configs/glow.py", *TINY, "--config.model.scan_steps=True",
+                                 "--config.model.steps_per_level=0", "--config.optim.default.warmup_steps=0"],
+     ["model.steps_per_level=0", "an array of size 0", "sizes must be >= 1"]),  # no exception, empty arrays
     ("sample_label_of_an_unconditional_model", [*VAE, "--mode=sample", "--config.sample.label=3"],
      ["sample.label=3", "unconditional", "--config.model.conditional=True"]),
     ("mode_coverage_without_modes", [*VAE, "--config.eval.metrics=mode_coverage"], ["mode_coverage"]),

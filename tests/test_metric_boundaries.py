@@ -97,7 +97,9 @@ def test_sample_label_range_boundaries():
   for label in (-2, 10):
     with pytest.raises(UserError):
       sampling.labels_from_config(ml_collections.ConfigDict({"label": label}), 10, rng, 5)
-  assert sampling.labels_from_config(ml_collections.ConfigDict({"label": 3}), 0, rng, 5) is None
+  assert sampling.labels_from_config(ml_collections.ConfigDict({"label": -1}), 0, rng, 5) is None  # unconditional
+  with pytest.raises(UserError, match="this model is unconditional"):  # which takes no class
+    sampling.labels_from_config(ml_collections.ConfigDict({"label": 3}), 0, rng, 5)
   # An absent sample.label means -1: labels at random, not class 0.
   absent = np.asarray(sampling.labels_from_config(ml_collections.ConfigDict({}), 10, rng, 200))
   np.testing.assert_array_equal(np.bincount(absent, minlength=10) > 0, np.ones(10, bool))
@@ -165,7 +167,7 @@ def test_ddpm_bound_carries_the_dequantization_offset_in_its_decoder_term(levels
     return dict(terms)
 
   monkeypatch.setattr(diffusion, "variational_bound", stub)
-  family = families.build(load_config("ddpm", **{"model.num_timesteps": 4}), _spec(levels))
+  family = families.build(load_config("ddpm", **{"model.num_timesteps": 4, "sample.steps": 4}), _spec(levels))
   family._simple_loss = lambda params, batch, rng, train: jnp.zeros(2)  # checked in test_objectives
   out = family.eval_metrics({}, {}, BATCH, jax.random.key(0))
   assert seen["levels"] == 0  # dequantized: the continuous (Gaussian) decoder, not the discretized one

@@ -52,7 +52,7 @@ def test_ddpm_simple_loss_timesteps_noise_and_label_dropout(prediction, conditio
   a conditional model sees the null class with probability label_dropout, only in training."""
   config = load_config("ddpm_toy2d", **{"model.num_timesteps": T, "model.schedule": "linear",
                                         "model.prediction": prediction, "model.conditional": conditional,
-                                        "model.label_dropout": 0.3})
+                                        "model.label_dropout": 0.3, "sample.steps": T})
   family = families.build(config, POINTS)
   family._apply = _stand_in
   n = 4000

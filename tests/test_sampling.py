@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from conftest import load_config
-from jaxgen import families, sampling
+from conftest import load_config, tiny_config
+from jaxgen import families, sampling, validate
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
 
@@ -168,6 +168,7 @@ def test_sample_label_minus_one_is_uniform_and_k_is_all_k():
   for bad in (6, -2):
     with pytest.raises(UserError, match=f"sample.label={bad}"):
       sampling.labels_from_config(ml_collections.ConfigDict({"label": bad}), 6, jax.random.key(0), 7)
+  validate.validate(tiny_config("transformer", **{"sample.temperature": 0.0, "optim.model.warmup_steps": 0}))  # greedy
   with pytest.raises(UserError, match="sample.label=3 picks a class of a class-conditional model, and this model is "
                                       "unconditional"):
     sampling.labels_from_config(ml_collections.ConfigDict({"label": 3}), 0, jax.random.key(0), 7)

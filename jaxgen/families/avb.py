@@ -62,6 +62,7 @@ def elbo_terms(critic: Critic, log_lik: LogLik, x: jax.Array, z_q: jax.Array) ->
 class AVB(LatentAutoencoderFamily):
   """Networks ``disc`` (``T``) and ``vae`` (``{"encoder", "decoder"}``); config: :meth:`defaults`."""
 
+  sample_temperature = True
   objective = "adversarial ELBO estimate"
 
   networks = ("disc", "vae")

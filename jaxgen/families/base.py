@@ -88,6 +88,9 @@ class Family(abc.ABC):
   mixed_precision: bool = False
   #: The training objective in a few words, for tables that compare families (e.g. "ELBO").
   objective: str = ""
+  #: Whether ``sample.temperature`` changes this family's samples (a latent's scale, the logits'
+  #: temperature); setup refuses a temperature other than 1 for the families whose samplers have none.
+  sample_temperature: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, spec: DataSpec):
     self.config = config

@@ -46,6 +46,7 @@ from jaxgen.nn import bijectors as bj
 class FlowFamily(Family):
   """A flow ``x -> (z, log|det|)`` built by :meth:`build`; likelihood, loss and sampler shared."""
 
+  sample_temperature = True
   objective = "max likelihood"
 
   networks = ("model",)

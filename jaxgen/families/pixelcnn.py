@@ -113,6 +113,7 @@ def check_pixel_model(family: str, m: ml_collections.ConfigDict, spec: DataSpec,
 class PixelCNNFamily(MaximumLikelihoodFamily):
   """Autoregressive image model, one network ``model`` (module docstring; config in :meth:`defaults`)."""
 
+  sample_temperature = True
   objective = "max likelihood"
 
   @classmethod

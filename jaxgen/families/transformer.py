@@ -140,6 +140,7 @@ class Transformer(nn.Module):
 class TransformerFamily(Family):
   """GPT-style autoregressive family (module docstring; config in :meth:`defaults`)."""
 
+  sample_temperature = True
   objective = "max likelihood"
 
   mixed_precision = True

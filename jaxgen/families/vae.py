@@ -161,6 +161,7 @@ class VAE(LatentAutoencoderFamily):
   """One network ``model`` = ``{"encoder", "decoder"}``; the training-step counter of the KL warm-up
   is the non-gradient state ``{"model": {"schedule": {"step": int32}}}``. Config: :meth:`defaults`."""
 
+  sample_temperature = True
   objective = "ELBO"
 
   networks = ("model",)

@@ -41,6 +41,7 @@ from jaxgen.families.pixelcnn import PixelCNNFamily
 class VQVAEPrior(Family):
   """One network ``model``: the PixelCNN over codes (module docstring)."""
 
+  sample_temperature = True
   objective = "max likelihood of codes"
 
   networks = ("model",)

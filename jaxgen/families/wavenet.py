@@ -141,6 +141,7 @@ class WaveNetFamily(MaximumLikelihoodFamily):
   """Autoregressive model of token sequences (``modality`` audio or text), one network ``model``
   (module docstring; config in :meth:`defaults`)."""
 
+  sample_temperature = True
   objective = "max likelihood"
 
   @classmethod
