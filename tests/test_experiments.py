@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ import pytest
 
 from conftest import ROOT
 from jaxgen import config_defaults, families
+from jaxgen.errors import UserError
 from jaxgen.evaluation import per_example_nll
 
 
@@ -68,11 +70,14 @@ def test_bad_arguments_are_one_line_and_write_nothing(tmp_path):
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert not (tmp_path / "work").exists()
   (tmp_path / "random.pth").write_bytes(b"\x05" * 3000)
-  for pth, message in ((tmp_path / "missing.pth", "is not a .pth file"), (tmp_path / "weights.npz", "is not a .pth"),
-                       (tmp_path / "random.pth", "is not that of the FID")):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "convert_inception_weights.py"), str(pth),
-                           str(tmp_path / "out.npz")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+  script = os.path.join(ROOT, "experiments", "convert_inception_weights.py")
+  proc = subprocess.run([sys.executable, script, str(tmp_path / "random.pth"), str(tmp_path / "out.npz")], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and "is not that of the FID" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+  convert = runpy.run_path(script)["convert"]
+  for pth in ("missing.pth", "weights.npz"):
+    with pytest.raises(UserError, match="is not a .pth file"):
+      convert(str(tmp_path / pth), str(tmp_path / "out.npz"))
   assert not (tmp_path / "out.npz").exists()
 
 

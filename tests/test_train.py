@@ -92,7 +92,7 @@ def test_zero_periods_act_only_at_the_last_step(workdir):
     assert seen[key] == pytest.approx(value, rel=1e-6, abs=1e-30) or (math.isnan(value) and math.isnan(seen[key])), key
 
 
-def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
+def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir, monkeypatch):
   config = tiny_config("vae", **{"eval.iwae_samples": 8})
   train.train_and_evaluate(config, workdir)
   results = train.evaluate(config, workdir)
@@ -104,6 +104,15 @@ def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir):
   assert results["kl_nats"] >= 0
   with open(os.path.join(workdir, "eval", "step_4.json")) as f:
     assert json.load(f) == {"step": 4, **results}
+  # --mode=sample / --mode=eval never build the update groups, where a two-stage family prepares
+  # its training data (latent caches of the training split, reflow pairs drawn from the teacher).
+  def training_only(self):
+    raise AssertionError("update_groups built outside training")
+
+  monkeypatch.setattr(type(train.setup(config, workdir, training=False).family), "update_groups", training_only)
+  assert train.evaluate(config, workdir) == results
+  with pytest.raises(AssertionError, match="outside training"):  # while training builds them
+    train.setup(config, workdir)
   paths = train.sample(config, workdir)
   assert len(paths) == 1 and Image.open(paths[0]).size[0] >= 64
   assert os.path.basename(paths[0]) == "sample_step_4_seed_0.png"  # the run's own sample settings
@@ -264,19 +273,3 @@ def test_a_later_evaluation_of_a_step_merges_into_its_file(tmp_path):
   train._write_eval(exp, 7, {"is_mean": 2.0}, None)
   assert json.loads(path.read_text()) == {"step": 7, "is_mean": 2.0}
 
-
-def test_sampling_and_evaluation_do_not_build_the_training_groups(workdir, monkeypatch):
-  """``--mode=sample`` / ``--mode=eval`` never call ``update_groups``, where a two-stage family
-  prepares its training data (latent caches of the training split, reflow pairs drawn from the teacher)."""
-  config = tiny_config("vae", **{"eval.metrics": ("heldout",)})
-  train.train_and_evaluate(config, workdir)
-  family = type(train.setup(config, workdir).family)
-
-  def training_only(self):
-    raise AssertionError("update_groups built outside training")
-
-  monkeypatch.setattr(family, "update_groups", training_only)
-  assert train.evaluate(config, workdir)["nll_bound_nats"] > 0
-  assert len(train.sample(config, workdir)) == 1
-  with pytest.raises(AssertionError, match="outside training"):
-    train.setup(config, workdir)
