@@ -13,17 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 
+import flax.traverse_util
+
 from jaxgen.errors import UserError, one_line_errors
 from jaxgen.evaluation import inception_weights as iw
-from jaxgen.evaluation.torch_weights import load_state_dict
 
 
 def convert(pth_path: str, npz_path: str, check_hash: bool = True) -> None:
   if not (pth_path.endswith(".pth") and os.path.isfile(pth_path)):
     raise UserError(f"{pth_path} is not a .pth file: give the path of pytorch-fid's {iw.FID_WEIGHTS_NAME}")
-  iw.load_inception_variables(pth_path, check_hash=check_hash)  # the right hash, readable: or one line
-  iw.save_npz(iw.state_dict_to_variables(load_state_dict(pth_path)), iw.sha256_of(pth_path), npz_path)
-  iw.load_inception_variables(npz_path, check_hash=check_hash)  # names and shapes
+  sha256 = iw.sha256_of(pth_path)  # hashed and unpickled once each
+  if check_hash:
+    iw.check_sha256(sha256, pth_path)
+  variables = iw.load_inception_variables(pth_path, check_hash=False)  # readable, names and shapes: or one line
+  iw.save_npz(flax.traverse_util.flatten_dict(variables), sha256, npz_path)
+  iw.load_inception_variables(npz_path, check_hash=check_hash)
 
 
 @one_line_errors

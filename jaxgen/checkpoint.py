@@ -91,11 +91,15 @@ def config_changes(saved: dict, new: dict) -> dict[str, tuple[Any, Any]]:
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _first_stage_moved(key: str, saved: Any, new: Any) -> bool:
+  """Whether ``key`` is a first stage's path that changed while set on both sides; one that appears
+  or goes switches the objective (reflow on or off)."""
+  return key.startswith("model.") and key.rsplit(".", 1)[-1] in STAGE_ONE_FIELDS and bool(saved and new)
+
+
 def _refused(key: str, saved: Any = None, new: Any = None) -> bool:
-  """Whether changing ``key`` from ``saved`` to ``new`` makes another model; a first stage's path may
-  change (both set), not appear or go (that switches the objective: reflow on or off)."""
-  field = key.rsplit(".", 1)[-1]
-  if field in EXECUTION_FIELDS or (field in STAGE_ONE_FIELDS and saved and new):
+  """Whether changing ``key`` from ``saved`` to ``new`` makes another model."""
+  if key.rsplit(".", 1)[-1] in EXECUTION_FIELDS or _first_stage_moved(key, saved, new):
     return False
   return key.startswith(REFUSED_PREFIXES) or key in REFUSED_KEYS
 
@@ -245,7 +249,7 @@ class Checkpointer:
       logging.info("config changes since checkpoint step %d (allowed): %s", step,
                    ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     for key, (a, b) in changes.items():
-      if key.startswith("model.") and key.rsplit(".", 1)[-1] in STAGE_ONE_FIELDS and a and b:
+      if _first_stage_moved(key, a, b):
         logging.warning("%s: %r -> %r since checkpoint step %d: this run goes on with the first stage the new "
                         "path names (the same weights only if it is the run and step used so far)", key, a, b, step)
 

@@ -54,12 +54,18 @@ def _kth_nn_blocked(blocks, x, ks):
   return jax.lax.map(one, blocks)
 
 
+def centred(x, centre=None) -> np.ndarray:
+  """float32 rows of ``x [N, D]`` minus ``centre [D]`` (default: their mean), subtracted in the
+  inputs' precision with a float64 mean: what the float32 products above need (module docstring)."""
+  x = np.asarray(x)
+  return (x - (np.mean(x, axis=0, dtype=np.float64) if centre is None else centre)).astype(np.float32)
+
+
 def kth_nn_squared_radii(x, ks: Sequence[int],
                          block_size: int = DEFAULT_BLOCK_SIZE) -> np.ndarray:
   """Squared distances ``[len(ks), N]`` from each row of ``x [N, D]`` to its k-th nearest other
   row, for each k in ``ks`` (one pass over the data for all of them)."""
-  x = np.asarray(x)
-  x = (x - np.mean(x, axis=0, dtype=np.float64)).astype(np.float32)  # no offset to cancel (module docstring)
+  x = centred(x)
   ks = tuple(int(k) for k in ks)
   if not all(1 <= k < x.shape[0] for k in ks):
     raise ValueError(f"k in {ks} needs 1 <= k < N={x.shape[0]}")

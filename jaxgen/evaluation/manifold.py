@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import UserError
-from jaxgen.evaluation.distances import DEFAULT_BLOCK_SIZE, kth_nn_squared_radii, row_blocks, squared_distances
+from jaxgen.evaluation.distances import DEFAULT_BLOCK_SIZE, centred, kth_nn_squared_radii, row_blocks, squared_distances
 
 
 @jax.jit
@@ -67,7 +67,7 @@ def manifold_metrics(real, fake, pr_k: int | None = 3, dc_k: int | None = 5,
   # Distances do not change under a common shift; centred on the real mean (in the inputs' precision)
   # the float32 products of |a|^2 - 2 a.b + |b|^2 lose nothing to a large offset of the features.
   centre = np.mean(real, axis=0, dtype=np.float64)
-  real, fake = (real - centre).astype(np.float32), (fake - centre).astype(np.float32)
+  real, fake = centred(real, centre), centred(fake, centre)
   ks = tuple(k for k in (pr_k, dc_k) if k is not None)
   if not ks or not all(1 <= k < min(real.shape[0], fake.shape[0]) for k in ks):
     raise UserError(f"k={ks} nearest neighbours need more than k samples in each set, got "

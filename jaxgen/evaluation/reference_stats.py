@@ -38,7 +38,7 @@ import tqdm
 from etils import epath
 
 from jaxgen import data as data_lib
-from jaxgen import parallel
+from jaxgen import outputs, parallel
 from jaxgen import workdir as workdir_lib
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
@@ -149,8 +149,7 @@ def output_path(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
 def _write(path: epath.Path, data: bytes) -> None:
   """``data`` to ``path`` (its folder created); a path that cannot be written is one line."""
   try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_atomic(path, data)
+    outputs.write_file(path, data)
   except OSError as e:
     raise UserError(f"cannot write the reference statistics to {path.parent} ({e.strerror or e}): set "
                     "--config.eval.reference_stats_out to a writable file path") from None
