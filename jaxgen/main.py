@@ -139,6 +139,7 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir=runs/gan")
   requested = _cpu_devices()
+  created = None  # the workdir, when this run made it
   try:
     config = config_defaults.load(_CONFIG.value, _OVERRIDES)
     validate.validate(config)
@@ -146,9 +147,12 @@ def main(argv: list[str]) -> None:
     if _MODE.value in ("sample", "eval") and not root.exists():  # a mistyped path: no empty directory left
       raise UserError(f"--workdir={root} does not exist, so it holds no checkpoint to {_MODE.value} from: train "
                       "first with --mode=train and the same --workdir, or fix the path")
+    created = None if root.exists() else root
     workdir.prepare(root)
     _run(config, root, _device_count(requested, config))
   except UserError as e:
+    if created is not None:  # refused at setup (an unknown data set): no empty workdir left behind
+      workdir.remove_if_empty(created)
     _fail(str(e))
   except Preempted as e:
     _fail(str(e), Preempted.EXIT_CODE, "preempted")

@@ -123,6 +123,15 @@ def prepare(root: epath.Path) -> None:
     raise UserError(f"workdir {root} is not writable ({e.strerror or e}); pass --workdir=DIR you can write to") from None
 
 
+def remove_if_empty(root: epath.Path) -> None:
+  """Removes the directory ``root`` if it holds nothing (a run refused before it wrote anything)."""
+  try:
+    if root.is_dir() and not any(root.iterdir()):
+      root.rmdir()
+  except OSError:  # in use, or not ours to remove: leave it
+    pass
+
+
 def _process_start(pid: int) -> str | None:
   """The start time of process ``pid`` in clock ticks since boot (Linux), to tell pid reuse apart."""
   try:

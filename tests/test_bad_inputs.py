@@ -125,6 +125,8 @@ CASES = [
     ("sample_without_checkpoint", [*VAE, "--mode=sample"], ["does not exist", "no checkpoint", "train first"], [],
      "empty"),
     ("eval_without_checkpoint", [*VAE, "--mode=eval"], ["does not exist", "no checkpoint", "train first"], [], "empty"),
+    ("data_set_unknown_in_a_new_workdir", [*VAE, "--config.data.name=no_such_set"], ["no_such_set"], [],
+     "empty"),  # the workdir this run made is removed again
     ("workdir_locked_by_another_host", [*VAE, "--config.train.steps=6"], ["in use by another run", "host elsewhere"],
      [], "locked"),
     ("tfds_not_prepared", [*VAE, "--config.data.name=mnist", "--config.data.data_dir={tmp}/tfds"], ["mnist"]),

@@ -154,6 +154,8 @@ def test_toy_evaluator_and_source_in_train_and_eval_modes(workdir):
     ("toy2d/moons", ("mode_coverage",), {}, "needs a Gaussian-mixture toy2d data set"),
     ("toy2d/ring8", ("is",), {}, "needs a classifier's logits"),
     ("digits", ("fid", "precision_recall"), {"eval.num_samples": 3}, "'precision_recall' needs eval.num_samples >= 4"),
+    ("digits", ("is",), {"eval.num_samples": 19}, "'is' needs eval.num_samples >= 20"),  # 2 per split
+    ("digits", ("is",), {"eval.is.splits": 0}, "eval.is.splits=0"),
     ("digits", ("density_plot",), {}, "draws 2-D points, not image"),
     ("toy2d/ring8", ("density_plot",), {}, "needs an exact likelihood"),  # found by jax.eval_shape
     ("digits", ("test_mean_gap",), {}, "test_mean_gap compares points"),

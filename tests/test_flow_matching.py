@@ -221,19 +221,27 @@ def test_train_then_reflow_from_it(tmp_path):
 
   reflow = tiny_config("flow_matching_toy2d", **SMALL, **{
       "sample.steps": 2, "eval.ode_steps": 2, "model.reflow_from": first, "model.reflow_pairs": 40,
-      "model.reflow_steps": 3, "train.steps": 2})
+      "model.reflow_steps": 3, "train.steps": 2, "eval.metrics": ()})
   family = build(reflow, TOY)
+  (group,) = family.update_groups()  # loads the teacher, draws its pairs
   params, _ = family.init(jax.random.key(5), {"x": jnp.zeros((2, 2))})
   chex.assert_trees_all_close(params["model"], teacher_state.ema_params["model"])
   pairs = family._reflow_pairs()
   chex.assert_shape((pairs["x"], pairs["noise"]), (40, 2))
   teacher_x = family.transport(teacher_state.ema_params, pairs["noise"], None, "heun", 3)
   chex.assert_trees_all_close(pairs["x"], teacher_x, atol=1e-5)  # the teacher's own samples
-  (group,) = family.update_groups()
   loss = lambda x: group.loss_fn(params, {}, {"x": x}, jax.random.key(2))[0]
   # The loss reads the pairs, not the data batch (which sets only the batch size).
   assert float(loss(jnp.zeros((8, 2)))) == float(loss(jnp.ones((8, 2)))) > 0
   with pytest.raises(UserError, match="reflow_from"):
-    build(load_config("flow_matching_toy2d", **{**SMALL, "model.reflow_from": str(tmp_path / "none")}), TOY)
+    build(load_config("flow_matching_toy2d", **{**SMALL, "model.reflow_from": str(tmp_path / "none")}),
+          TOY).update_groups()
   with pytest.raises(UserError, match="has other model.mlp"):
-    build(load_config("flow_matching_toy2d", **{"model.reflow_from": first}), TOY)
+    build(load_config("flow_matching_toy2d", **{"model.reflow_from": first}), TOY).update_groups()
+
+  # A reflowed run samples without its teacher: only training reads the teacher's workdir.
+  second = str(tmp_path / "reflow")
+  train.train_and_evaluate(reflow, second)
+  os.rename(first, str(tmp_path / "moved"))
+  (png,) = train.sample(reflow, second)
+  assert os.path.basename(png) == "sample_step_2_seed_0.png"

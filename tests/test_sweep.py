@@ -358,6 +358,9 @@ def test_rerun_with_other_eval_settings_re_evaluates_the_trained_point(tmp_path)
   assert json.loads(aside.read_text()) == one_batch  # kept, and not a final metric any more
   assert results.final_metrics(str(tmp_path / "sweep" / "points" / "seed-0"))["bits_per_dim"] != one_batch["bits_per_dim"]
   assert second["wall_s"] > first["wall_s"]
+  with pytest.raises(UserError, match="varies no key other than seed, so there is no axis"):
+    sweeps.collect(str(tmp_path / "sweep"), plot_axis="seed")  # a seed-only sweep: nothing to plot against
+  assert (tmp_path / "sweep" / "results.md").exists()  # the table is written before the plot is refused
 
 
 def test_a_point_whose_evaluators_report_no_number_is_done(tmp_path):

@@ -41,7 +41,8 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
 @register("is")
 class InceptionScore(FeatureMetric):
   """Evaluator ``is``: IS of the generated samples from the feature network's logits (``is_mean``,
-  ``is_std``) over ``splits`` chunks (at most one per sample)."""
+  ``is_std``) over ``splits`` chunks. A chunk of one sample scores exactly 1 whatever the model,
+  so ``eval.num_samples`` must give every chunk at least two (``>= 2 * splits``)."""
 
   needs_logits = True
 
@@ -49,11 +50,20 @@ class InceptionScore(FeatureMetric):
   def defaults(cls) -> dict:
     return {"every": 0, "splits": 10}
 
+  def min_samples(self, config) -> int:
+    return 2 * self.settings(config).splits
+
   def real_examples_needed(self, config) -> int:
     del config
     return 0
 
+  def check(self, config, spec, family) -> None:
+    splits = self.settings(config).splits
+    if splits < 1:
+      raise UserError(f"eval.is.splits={splits}: the Inception Score needs >= 1 split; "
+                      "set e.g. --config.eval.is.splits=10")
+    super().check(config, spec, family)
+
   def run(self, ctx) -> dict[str, float]:
-    logits = ctx.fake_features.logits
-    mean, std = inception_score(logits, min(self.settings(ctx.config).splits, logits.shape[0]))
+    mean, std = inception_score(ctx.fake_features.logits, self.settings(ctx.config).splits)
     return {"is_mean": mean, "is_std": std}

@@ -31,6 +31,8 @@ Reflow (Liu et al. 2023): with ``model.reflow_from`` naming the workdir of a tra
 (noise, sample) pairs drawn once from it (its ODE with ``model.reflow_steps`` steps of
 ``model.reflow_sampler``), cached for the run: ``x_0`` = the sample, ``eps`` = its noise. This
 straightens the paths, so few steps suffice. The data batches then set only the batch size.
+The teacher is loaded by ``update_groups`` (training) only: a reflowed run samples and evaluates
+from its own checkpoint, without its teacher's workdir.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ class FlowMatching(Family):
     self.conditional = self.num_classes > 0
     check_guidance(self, s)
     self.net = build_denoiser(m, spec, self.num_classes, self.compute_dtype)
-    self.teacher = self._load_teacher() if m.reflow_from else None  # loaded here, not in a trace
+    self.teacher: pretrained.Pretrained | None = None  # loaded by update_groups, not in a trace
     self._pairs = None
 
   # ---- the velocity network -----------------------------------------------------------------
@@ -161,7 +163,7 @@ class FlowMatching(Family):
     return lambda x, t: fn(x, jnp.full(x.shape[:1], t, jnp.float32))
 
   def init(self, rng: jax.Array, batch: Batch) -> tuple[Params, State]:
-    if self.config.model.reflow_from:  # Liu et al.: the k-rectified flow starts from its teacher
+    if self.teacher is not None:  # reflow: Liu et al.'s k-rectified flow starts from its teacher
       return {"model": self.teacher.params["model"]}, {}
     x = jnp.asarray(batch["x"][:1], jnp.float32)
     label = jnp.zeros((1,), jnp.int32) if self.conditional else None
@@ -195,7 +197,11 @@ class FlowMatching(Family):
     return jnp.mean(jnp.square(out - target).reshape(x0.shape[0], -1), axis=-1)
 
   def update_groups(self) -> list[UpdateGroup]:
-    pairs = self._reflow_pairs() if self.config.model.reflow_from else None
+    """The one update; with ``model.reflow_from``, first loads the teacher (``init`` then returns
+    its EMA weights) and draws its pairs."""
+    if self.config.model.reflow_from and self.teacher is None:
+      self.teacher = self._load_teacher()
+    pairs = self._reflow_pairs() if self.teacher is not None else None
 
     def loss_fn(params, state, batch, rng):
       if pairs is not None:
