@@ -246,11 +246,16 @@ def split_images(config, split: str) -> tuple[np.ndarray, Any]:
 
 
 def mean_std(values: Iterable[float | None], digits: int = 3) -> str:
-  """``mean ± std`` (ddof=1) of the finite values, the mean alone for one, ``—`` for none."""
-  v = np.array([x for x in values if x is not None and np.isfinite(x)], np.float64)
+  """``mean ± std`` (ddof=1) of the finite values, the mean alone for one, ``—`` for none; followed
+  by `` (n=k)`` when only ``k`` of the values are finite (a run without the metric, or with a NaN /
+  inf one: the mode-coverage reverse KL of a run with no high-quality sample), as the sweeps'
+  tables mark it."""
+  given = list(values)
+  v = np.array([x for x in given if x is not None and np.isfinite(x)], np.float64)
   if not len(v):
     return "—"
-  return f"{v.mean():.{digits}g}" if len(v) == 1 else f"{v.mean():.{digits}g} ± {v.std(ddof=1):.2g}"
+  text = f"{v.mean():.{digits}g}" if len(v) == 1 else f"{v.mean():.{digits}g} ± {v.std(ddof=1):.2g}"
+  return text if len(v) == len(given) else f"{text} (n={len(v)})"
 
 
 def write_tables(out: str, columns: list[str], md_rows: list[dict[str, str]], csv_rows: list[dict[str, Any]],

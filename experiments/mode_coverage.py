@@ -96,7 +96,7 @@ def main(argv) -> None:
         records.append({"data": data, "row": row, "seed": r["seed"], "status": r["status"], "likelihood": kind,
                         **{k: r.get(k) for k in ("modes", "high_quality", "reverse_kl", "precision", "recall")},
                         "nll_nats": r.get("nll_nats", r.get("nll_bound_nats")), "error": r["error"]})
-      col = lambda key, scale=1.0: _common.mean_std([r[key] * scale for r in done if r.get(key) is not None])
+      col = lambda key, scale=1.0: _common.mean_std([None if r.get(key) is None else r[key] * scale for r in done])
       kind = _common.likelihood(done[0])[0] if done else "?"
       table.append({"data": data, "row": ROWS[row][0], "modes": col("modes"),
                     "high quality %": col("high_quality", 100.0), "reverse KL": col("reverse_kl"),

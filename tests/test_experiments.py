@@ -11,6 +11,7 @@ a 3-step run), so the mode-coverage run (two more points) only runs with ``JAXGE
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import runpy
@@ -119,6 +120,17 @@ def test_likelihood_ood_table(runs):
   constant = [float(row[f"constant_bits/{level}"]) for level in range(17)]  # one image per digits level
   assert "constant_bits/17" not in row and all(np.isfinite(constant)) and min(constant) > 0
   assert (runs["ood"] / "nll_histograms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mean_std_says_how_many_values_it_averages(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+  mean_std = importlib.import_module("_common").mean_std
+  assert mean_std([1.0, 2.0, 3.0]) == "2 ± 1" and mean_std([5.0]) == "5" and mean_std([None, None]) == "—"
+  # A seed whose metric is missing or not finite (reverse KL with no high-quality sample) is not
+  # averaged, and the cell says so instead of passing for the mean over every seed.
+  assert mean_std([0.2, float("inf"), 0.4]) == "0.3 ± 0.14 (n=2)"
+  assert mean_std([float("nan"), 5.0]) == mean_std([5.0, None]) == "5 (n=1)"
+  assert mean_std([float("inf")]) == "—"
 
 
 def test_collect_drops_padding_rows_in_order():
