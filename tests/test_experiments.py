@@ -156,8 +156,11 @@ def test_mode_dropping_table(tmp_path):
     assert 0 <= float(row["precision"]) <= 1 and 0 <= float(row["recall"]) <= 1 and float(row["fid"]) >= 0
   md = (tmp_path / "table.md").read_text()
   claims = [line for line in md.splitlines() if line.startswith("- Model")]
-  assert len(claims) == 6 and all(line.endswith((": holds", ": does NOT hold")) for line in claims)
+  assert len(claims) == 7 and all(line.endswith((": holds", ": does NOT hold")) for line in claims)
   assert "\n".join(claims) in log
+  # The course's log-likelihood column (Model 2 "moderate" above Model 3's "low"), judged on the means.
+  (order,) = [line for line in claims if "'moderate' against 'low'" in line]
+  assert order.endswith(": holds") == (float(rows["model2"]["ll_overall"]) > float(rows["model3"]["ll_overall"]))
   assert (tmp_path / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
