@@ -10,7 +10,7 @@ Models (trained, or resumed, under ``--workdir``): configs/ddpm.py and configs/f
 (their ``_toy2d`` variants for ``toy2d/*``) on the same data (no dequantization: DDPM's
 setting), then a reflow of the flow model (``model.reflow_from``; learning rate 5e-4). For every
 sampler and step count, ``--num_samples`` samples from the EMA params are scored against as many
-training examples in the space of ``eval.features`` (digits: the shipped classifier; points: the
+training examples (at most the training set's size) in the space of ``eval.features (digits: the shipped classifier; points: the
 points themselves). ``nfe``: network evaluations per sample (Heun: 2 per step; EDM Heun 2n - 1);
 DDPM "ancestral" with fewer than T steps is the respaced chain, i.e. DDIM with eta = 1.
 ``samples/s``: the wall time of the compiled draw of ``--num_samples`` samples (compiled ahead, the
@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from jaxgen import config_defaults, families, train  # noqa: E402
 from jaxgen import data as data_lib  # noqa: E402
-from jaxgen.errors import one_line_errors  # noqa: E402
+from jaxgen.errors import UserError, one_line_errors  # noqa: E402
 from jaxgen.evaluation import features  # noqa: E402
 from jaxgen.evaluation.gaussian import fid_from_features  # noqa: E402
 from jaxgen.evaluation.manifold import manifold_metrics  # noqa: E402
@@ -84,7 +84,6 @@ def _configs(data: str, quick: bool, workdir: str, train_steps: int = 0, reflow_
 
 def _reference(pipeline, num: int) -> np.ndarray:
   """The first ``num`` training examples of the stream, in model space."""
-  num = min(num, pipeline.num_train)
   batches = [pipeline.train_batch(s)["x"] for s in range(-(-num // pipeline.local_batch_size))]
   return np.concatenate(batches)[:num]
 
@@ -96,12 +95,14 @@ def run(data: str = "digits", quick: bool = False, workdir: str = "", num_sample
   configs = _configs(data, quick, workdir, train_steps, reflow_pairs)
   config = configs["ddpm"][0]
   pipeline = data_lib.build(config)  # the data of all three models
+  if not 1 <= num_samples <= pipeline.num_train:
+    raise UserError(f"--num_samples={num_samples}: the samples are scored against as many of the "
+                    f"{pipeline.num_train} training examples of {data}; give 1 to {pipeline.num_train}")
   models = {}
   for name in ("ddpm", "flow", "reflow"):  # reflow reads the flow model's checkpoint
     state = train.train_and_evaluate(*configs[name])
     models[name] = (families.build(configs[name][0], pipeline.spec), state)
   real = _reference(pipeline, num_samples)
-  num = len(real)
   real_features = features.extract(config, pipeline.spec, real).features
   rows = []
   for label, model, overrides in SAMPLERS:
@@ -111,7 +112,7 @@ def run(data: str = "digits", quick: bool = False, workdir: str = "", num_sample
         continue
       family.config.sample.update({**overrides, "steps": n})  # read when the sampler is traced
       args = (state.ema_params, state.state, jax.random.key(n))
-      draw = jax.jit(lambda p, s, k, family=family: family.sample(p, s, k, num)).lower(*args).compile()
+      draw = jax.jit(lambda p, s, k, family=family: family.sample(p, s, k, num_samples)).lower(*args).compile()
       start = time.perf_counter()  # one timed draw, compiled beforehand: its samples are scored
       fake = np.asarray(jax.block_until_ready(draw(*args)))
       seconds = time.perf_counter() - start
@@ -121,7 +122,7 @@ def run(data: str = "digits", quick: bool = False, workdir: str = "", num_sample
       rows.append({"sampler": label, "steps": n, "nfe": family.num_evaluations(),
                    "fid": fid_from_features(real_features, fake_features),
                    "precision": pr["precision"], "recall": pr["recall"],
-                   "samples_per_s": num / seconds})
+                   "samples_per_s": num_samples / seconds})
       print(" ".join(f"{rows[-1][c]:.4g}" if isinstance(rows[-1][c], float) else str(rows[-1][c])
                      for c in COLUMNS), flush=True)
   return rows

@@ -133,6 +133,16 @@ def test_mean_std_says_how_many_values_it_averages(monkeypatch):
   assert mean_std([float("inf")]) == "—"
 
 
+def test_diffusion_steps_refuses_more_samples_than_its_reference(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+  run = importlib.import_module("diffusion_steps").run
+  # The samples are scored against as many training images, and digits has 1500: 2000 drew 1500
+  # under a table header that said 2000. Refused before anything is trained or written.
+  with pytest.raises(UserError, match=r"^--num_samples=2000: .* 1500 training examples of digits; give 1 to 1500$"):
+    run("digits", workdir=str(tmp_path / "work"), num_samples=2000, steps=(1,), train_steps=1, reflow_pairs=8)
+  assert not (tmp_path / "work").exists()
+
+
 def test_collect_drops_padding_rows_in_order():
   batches = [{"mask": np.array([1, 1, 1, 0], np.float32)}, {"mask": np.array([1, 0, 0, 0], np.float32)}]
   per_batch = lambda b, i: ({"nll_nats": np.arange(4.0) + 10 * i, "bits_per_dim": np.float32(i)}, b["mask"])
