@@ -258,6 +258,13 @@ def mean_std(values: Iterable[float | None], digits: int = 3) -> str:
   return text if len(v) == len(given) else f"{text} (n={len(v)})"
 
 
+def bits_per_dim_cell(values: Iterable[float | None], kind: str, binarized: bool) -> str:
+  """Held-out bits/dim over runs (``mean_std``, 4 digits) labelled with the likelihood ``kind`` and,
+  for a config that binarizes the data, "binarized data": a likelihood of other data than the
+  17-level digits, not comparable with theirs."""
+  return f"{mean_std(values, 4)} ({kind}{', binarized data' if binarized else ''})"
+
+
 def write_tables(out: str, columns: list[str], md_rows: list[dict[str, str]], csv_rows: list[dict[str, Any]],
                  header: str) -> list[str]:
   """``table.md`` (``header``, then ``md_rows`` under ``columns``) and ``table.csv`` (``csv_rows``,

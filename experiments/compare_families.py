@@ -126,7 +126,7 @@ def summarize(records: list[dict]) -> list[dict]:
     failed, collapsed = len(mine) - len(done), sum(r["collapsed"] for r in done)
     rows.append({"family": name, "explicit density": kind, "objective": objective(name, kind) if done else "?",
                  "bits/dim": "—" if kind == "none" else
-                 f"{col('bits_per_dim', 4)} ({kind}{', binarized data' if mine[0]['binarized'] else ''})",
+                 _common.bits_per_dim_cell([r.get("bits_per_dim") for r in done], kind, mine[0]["binarized"]),
                  "FID": col("fid"), "KID": col("kid"), "precision": col("precision", 2),
                  "recall": col("recall", 2), "density": col("density", 2), "coverage": col("coverage", 2),
                  "digits": col("digits", 2), "samples/s": col("samples_per_s"), "train s": col("train_s"),

@@ -12,7 +12,8 @@ Each run's ``per_example_nll`` evaluator has written the held-out NLL of every o
 images (``eval/per_example_nll_step_<N>.npy``).
 
 * bits/dim: the mean of that file (= the ``heldout`` evaluator's), labelled exact or bound: a lower
-  bound on the likelihood is not comparable with an exact one, only bounds with bounds;
+  bound on the likelihood is not comparable with an exact one, only bounds with bounds; and
+  "binarized data" for the families whose config binarizes the digits (vae): other data;
 * OOD sets, built offline from the 297 raw test images on the digits grid (17 levels) and passed
   through each model's own preprocessing: uniform noise (every pixel uniform on the 17 levels),
   inverted digits (``16 - x``), shuffled pixels (each image's 64 pixels permuted), constant images
@@ -172,6 +173,7 @@ def main(argv) -> None:
       kind, _ = _common.likelihood(row)
       if row["status"] == "done" and kind in ("exact", "bound"):
         records.append({"family": name, "seed": row["seed"], "density_type": kind,
+                        "binarized": row["config"].data.binarize != "none",
                         "heldout_nll_nats": row.get("nll_nats", row.get("nll_bound_nats")), **score(row, quick)})
   if not records:
     raise UserError("no finished run with a likelihood among --families; add a likelihood family")
@@ -180,8 +182,8 @@ def main(argv) -> None:
     mine = [r for r in records if r["family"] == name]
     cell = lambda key: _common.mean_std([r[key] for r in mine], 3)
     table.append({"family": name, "density": mine[0]["density_type"], "n": len(mine),
-                  "test bits/dim": f"{_common.mean_std([r['test_bits_per_dim'] for r in mine], 4)} "
-                                   f"({mine[0]['density_type']})",
+                  "test bits/dim": _common.bits_per_dim_cell([r["test_bits_per_dim"] for r in mine],
+                                                             mine[0]["density_type"], mine[0]["binarized"]),
                   "blank bits/dim": _common.mean_std([float(r["constant_bits_by_level"][0]) for r in mine], 3),
                   **{s: f"{cell(f'auroc_nll/{s}')} / {cell(f'auroc_typicality/{s}')}" for s in OOD_SETS}})
   title = ("Test bits/dim and OOD AUROC (digits test vs each set; cells: NLL score / typicality score) "

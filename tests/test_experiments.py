@@ -113,7 +113,7 @@ def test_per_example_nll_file_matches_heldout(runs):
 def test_likelihood_ood_table(runs):
   assert "pixelcnn: 1 points, 0 to run" in runs["ood_log"]  # compare_families' point, reused
   (row,) = _csv(runs["ood"] / "table.csv")
-  assert row["family"] == "pixelcnn" and row["density_type"] == "exact"
+  assert row["family"] == "pixelcnn" and row["density_type"] == "exact" and row["binarized"] == "False"
   aurocs = {k: float(v) for k, v in row.items() if k.startswith("auroc")}
   assert len(aurocs) == 8 and all(0.0 <= v <= 1.0 for v in aurocs.values())
   np.testing.assert_allclose(float(row["test_nll_nats_mean"]), float(row["heldout_nll_nats"]), rtol=1e-6)
@@ -131,6 +131,15 @@ def test_mean_std_says_how_many_values_it_averages(monkeypatch):
   assert mean_std([0.2, float("inf"), 0.4]) == "0.3 ± 0.14 (n=2)"
   assert mean_std([float("nan"), 5.0]) == mean_std([5.0, None]) == "5 (n=1)"
   assert mean_std([float("inf")]) == "—"
+
+
+def test_bits_per_dim_cell_marks_binarized_data(monkeypatch):
+  # compare_families' and likelihood_ood's bits/dim cells: the VAE's bound on binarized digits sat
+  # unlabelled beside the 17-level likelihoods in the OOD table.
+  monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+  cell = importlib.import_module("_common").bits_per_dim_cell
+  assert cell([0.5, 0.52], "bound", True) == "0.51 ± 0.014 (bound, binarized data)"
+  assert cell([1.78], "exact", False) == "1.78 (exact)"
 
 
 def test_diffusion_steps_refuses_more_samples_than_its_reference(tmp_path, monkeypatch):
