@@ -10,8 +10,8 @@ Models (trained, or resumed, under ``--workdir``): configs/ddpm.py and configs/f
 (their ``_toy2d`` variants for ``toy2d/*``) on the same data (no dequantization: DDPM's
 setting), then a reflow of the flow model (``model.reflow_from``; learning rate 5e-4). For every
 sampler and step count, ``--num_samples`` samples from the EMA params are scored against as many
-training examples (at most the training set's size) in the space of ``eval.features (digits: the shipped classifier; points: the
-points themselves). ``nfe``: network evaluations per sample (Heun: 2 per step; EDM Heun 2n - 1);
+training examples (at most the training set's size) in the space of ``eval.features`` (digits: the
+shipped classifier; points: the points themselves). ``nfe``: network evaluations per sample (Heun: 2 per step; EDM Heun 2n - 1);
 DDPM "ancestral" with fewer than T steps is the respaced chain, i.e. DDIM with eta = 1.
 ``samples/s``: the wall time of the compiled draw of ``--num_samples`` samples (compiled ahead, the
 samples of that draw are the ones scored). Step counts above 100 run for DDPM ancestral only
