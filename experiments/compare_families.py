@@ -19,7 +19,7 @@ Columns (mean ± std (ddof=1) over the seeds that finished):
   what it reports and its networks: a discriminator -> adversarial, an AIS estimate -> contrastive
   divergence, exact -> max likelihood, bound -> likelihood bound; bits/dim of the test split
   (297 images), labelled with the density type, and "binarized data" for the families whose config
-  binarizes the digits (vae, rbm, dbn, latent_diffusion): a likelihood of other data, not comparable
+  binarizes the digits (vae, rbm, dbn; latent_diffusion reports none): a likelihood of other data, not comparable
   with the 17-level ones;
 * FID, KID, precision, recall (k = 3), density, coverage (k = 5): ``--num_samples`` samples against
   the 1500 images of the **training split** (the same reference for every family: the 297 test
