@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, tiny_config
 from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import config_defaults, optim, preemption, state, train, validate
-from jaxgen.errors import NonFiniteLossError, UserError
+from jaxgen.errors import NonFiniteLossError, Preempted, UserError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
 
 # --- finite checks -----------------------------------------------------------------------------------
@@ -319,6 +319,25 @@ def test_a_kill_during_the_final_evaluation_is_repaired_on_restart(workdir, monk
     repaired = json.load(f)
   assert _rows(workdir) == before + [{"step": 4, **{f"eval/{k}": v for k, v in repaired.items() if k != "step"}}]
   assert repaired == {"step": 4, **train.evaluate(config, workdir)}  # the numbers of the step-4 state
+
+
+def test_a_stop_at_an_evaluation_step_evaluates_that_step_on_resume(tmp_path, monkeypatch):
+  """Stopped right after the checkpoint of a step where an evaluator was due (its evaluation never
+  ran), the resumed run evaluates that step first: the files of an uninterrupted run."""
+  config = tiny_config("vae", **{"train.checkpoint_every": 0, "eval.metrics": ("heldout",), "eval.heldout.every": 2})
+  run, reference = str(tmp_path / "run"), str(tmp_path / "reference")
+  with monkeypatch.context() as m:
+    m.setattr(preemption.StopSignal, "should_stop", lambda self, step: step == 2)
+    with pytest.raises(Preempted):
+      train.train_and_evaluate(config, run)
+  assert os.listdir(os.path.join(run, "checkpoints")) == ["2"] and not os.path.exists(os.path.join(run, "eval"))
+  train.train_and_evaluate(config, run)
+  train.train_and_evaluate(config, reference)
+  for step in (2, 4):
+    with open(os.path.join(run, "eval", f"step_{step}.json")) as f, \
+         open(os.path.join(reference, "eval", f"step_{step}.json")) as g:
+      assert json.load(f) == json.load(g)
+  assert [r for r in _rows(run) if "eval/nll_bound_nats" in r] == [r for r in _rows(reference) if "eval/nll_bound_nats" in r]
 
 
 def test_metrics_have_one_row_per_step_after_a_resume(workdir):
