@@ -187,6 +187,35 @@ def test_evaluator_registered_after_the_config_gets_its_defaults_at_setup():
   assert late.every(config) == 3
 
 
+@evaluation.register("test_returns")
+class Returns(evaluation.Evaluator):
+  """Reports ``Returns.out`` as it is."""
+
+  out = None
+
+  def run(self, ctx):
+    return Returns.out
+
+
+@pytest.mark.parametrize("out,expected", [
+    ({"a": np.float32(1.5), "b": jnp.asarray(2.25), "c": 3, "d": np.float64("nan")}, {"a": 1.5, "b": 2.25, "c": 3.0}),
+    ({"a": np.arange(3.0)}, "reports 'a' = array"), ({"a": "high"}, "reports 'a' = 'high'"),
+    ({"a": jnp.ones(1)}, "not a real number"), (None, "returned NoneType, not a dict"),
+])
+def test_evaluator_numbers_become_floats_and_anything_else_names_the_evaluator(out, expected):
+  """numpy / JAX scalars are floats in eval/step_N.json (json cannot write them); arrays, strings or
+  no dict are one TypeError naming the evaluator, before the step's files are written."""
+  Returns.out = out
+  ctx = type("Ctx", (), {})()
+  if isinstance(expected, str):
+    with pytest.raises(TypeError, match=f"evaluator 'test_returns' (.* )?{expected}"):
+      evaluation.run([Returns()], ctx)
+    return
+  got = evaluation.run([Returns()], ctx)
+  assert all(type(v) is float for v in got.values()) and math.isnan(got.pop("d"))
+  assert got == expected and json.loads(json.dumps(got)) == expected
+
+
 # --- the feature space -----------------------------------------------------------------------------
 
 

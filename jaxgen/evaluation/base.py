@@ -9,6 +9,8 @@ registered by name with ``@register("name")``. It declares
   (a metric that cannot run on this data must not fail only after a long run);
 * ``run(ctx) -> {key: float}``: its numbers for the state in ``ctx`` (an
   :class:`jaxgen.evaluation.context.EvalContext`); evaluators that write files return ``{}``.
+  Python, numpy and JAX scalars are stored as floats; anything else (an array, a string, ``None``)
+  is a ``TypeError`` naming the evaluator, raised before anything of that step is written.
 
 ``config.eval.metrics`` names the evaluators to run. At every step where ``eval.<name>.every``
 divides the step, and for all of them at the end of training, the due ones share one context
@@ -19,9 +21,10 @@ divides the step, and for all of them at the end of training, the due ones share
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import ml_collections
+import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.registry import Registry
@@ -144,12 +147,28 @@ def prepare(config: ml_collections.ConfigDict, spec: DataSpec, family: Any, num_
   return evaluators
 
 
+def _numbers(name: str, out: Any) -> dict[str, float]:
+  """``out`` of evaluator ``name`` as ``{key: float}``: real scalars (Python, numpy, JAX 0-d arrays)
+  become floats; anything else is a ``TypeError`` naming the evaluator and the key."""
+  if not isinstance(out, Mapping):
+    raise TypeError(f"evaluator {name!r} returned {type(out).__name__}, not a dict of numbers "
+                    "(return {} when it reports none)")
+  numbers = {}
+  for key, value in out.items():
+    array = np.asarray(value)
+    if not isinstance(key, str) or array.ndim or array.dtype.kind not in "biuf":
+      raise TypeError(f"evaluator {name!r} reports {key!r} = {value!r}, not a real number: return "
+                      "{name: float(value)}, one key per number")
+    numbers[key] = float(array)
+  return numbers
+
+
 def run(evaluators: list[Evaluator], ctx: EvalContext) -> dict[str, float]:
-  """The union of the outputs of ``evaluators`` on one shared context."""
+  """The union of the outputs of ``evaluators`` on one shared context, as floats."""
   ctx.stream_stats = all(e.only_gaussian_stats for e in evaluators if e.uses_features)
   results: dict[str, float] = {}
   for evaluator in evaluators:
-    out = evaluator.run(ctx)
+    out = _numbers(evaluator.name, evaluator.run(ctx))
     clash = sorted(set(out) & set(results))
     if clash:
       raise ValueError(f"evaluator {evaluator.name!r} reports {clash}, already reported by another")
