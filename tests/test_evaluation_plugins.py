@@ -187,6 +187,17 @@ def test_evaluator_registered_after_the_config_gets_its_defaults_at_setup():
   assert late.every(config) == 3
 
 
+def test_an_evaluator_without_a_period_is_refused_at_registration():
+  class NoPeriod(evaluation.Evaluator):
+    @classmethod
+    def defaults(cls) -> dict:
+      return {"scale": 2.0}
+
+  with pytest.raises(ValueError, match="evaluator 'test_no_period': defaults\\(\\) declares no 'every'"):
+    evaluation.register("test_no_period")(NoPeriod)
+  assert "test_no_period" not in evaluation.EVALUATORS
+
+
 @evaluation.register("test_returns")
 class Returns(evaluation.Evaluator):
   """Reports ``Returns.out`` as it is."""

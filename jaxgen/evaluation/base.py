@@ -89,9 +89,16 @@ EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
 
 
 def register(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
-  """Class decorator: registers an :class:`Evaluator` subclass as ``name``."""
+  """Class decorator: registers an :class:`Evaluator` subclass as ``name``.
+
+  Raises:
+    ValueError: ``name`` is taken, or ``defaults()`` declares no ``every``.
+  """
 
   def decorator(cls: type[Evaluator]) -> type[Evaluator]:
+    if "every" not in cls.defaults():
+      raise ValueError(f"evaluator {name!r}: defaults() declares no 'every' (its period in training steps, "
+                       "0 = only at the end of training): add it")
     cls.name = name
     return EVALUATORS.register(name)(cls)
 
