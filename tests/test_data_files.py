@@ -412,6 +412,7 @@ def _bad_inputs(tmp):
   np.save(tmp / "float_images.npy", np.zeros((4, 2, 2, 1), np.float32))
   np.savez(tmp / "nan.npz", x=np.zeros((4, 2)), x_test=np.array([[0.0, np.nan], [np.inf, 1.0], [1.0, 1.0]]))
   write_images(tmp / "dangling", ["a.png"], size=(2, 2))
+  write_images(tmp / "only_test", ["test/a.png"], size=(2, 2))
   os.symlink(tmp / "nowhere.png", tmp / "dangling" / "b.png")
   return [
       (f"images:{tmp / 'missing'}", {}, "no such folder"),
@@ -442,6 +443,8 @@ def _bad_inputs(tmp):
       (f"images:{tmp / 'dangling'}", {}, "file b.png cannot be opened .*a broken symbolic link"),
       (f"arrays:{tmp / 'nan.npz'}", {}, "2 rows of x_test hold NaN or inf: drop them"),
       ("images:", {}, "names no path"),
+      (f"images:{tmp / 'only_test'}", {}, "has an empty train split: .*a smaller data.test_fraction"),
+      (f"arrays:{tmp / 'whole.npz'}", {"test_fraction": 1e-9}, "has an empty test split: .*a larger data.test_fraction"),
   ]
 
 

@@ -175,8 +175,8 @@ def load(data: ml_collections.ConfigDict) -> Splits:
   loaded = entry.load(data)
   if isinstance(loaded, RawData):
     loaded = Splits(ArraySource(loaded.train), ArraySource(loaded.test), loaded.spec)
-  for split in ("train", "test"):
+  for split, fraction in (("train", "smaller"), ("test", "larger")):
     if not len(getattr(loaded, split)):
       raise UserError(f"data set {data.name!r} has an empty {split} split: give it more examples "
-                      "(or a larger data.test_fraction for the test split)")
+                      f"(or a {fraction} data.test_fraction)")
   return loaded
