@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Callable, Generic, TypeVar
 
 from jaxgen.errors import UserError
@@ -12,7 +13,8 @@ T = TypeVar("T")
 class Registry(Generic[T]):
   """A mapping from names to objects, filled by ``@REGISTRY.register("name")``.
 
-  ``get`` of an unknown name raises a ``UserError`` that lists the registered names.
+  ``get`` of an unknown name raises a ``UserError`` that names the closest registered name and
+  lists them all.
   """
 
   def __init__(self, what: str):
@@ -30,8 +32,14 @@ class Registry(Generic[T]):
 
   def get(self, name: str) -> T:
     if name not in self._items:
-      raise UserError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
+      raise UserError(self.unknown(name))
     return self._items[name]
+
+  def unknown(self, name: str) -> str:
+    """``"unknown evaluator 'fdi' (did you mean 'fid'?); available: ais, ..."``."""
+    close = difflib.get_close_matches(name, self.names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {self.what} {name!r}{hint}; available: {', '.join(self.names())}"
 
   def names(self) -> list[str]:
     return sorted(self._items)

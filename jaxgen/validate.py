@@ -143,8 +143,7 @@ def _sample_and_eval(config: ml_collections.ConfigDict) -> None:
     _need(features in SPACES, "eval.features", features, "is not a feature space", f"use one of {', '.join(SPACES)}")
   unknown = [name for name in metrics if EVALUATORS is not None and name not in EVALUATORS]
   if unknown:
-    raise UserError(f"eval.metrics names unknown evaluator {unknown[0]!r}; available: "
-                    f"{', '.join(EVALUATORS.names())}")
+    raise UserError(f"eval.metrics names {EVALUATORS.unknown(unknown[0])}")
   weights = _get(config, "eval.inception_weights", "")
   if weights and "://" not in weights and _get(config, "eval.features") == "inception":
     _need(os.path.isfile(weights), "eval.inception_weights", weights, "is not a file",

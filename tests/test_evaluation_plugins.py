@@ -150,7 +150,7 @@ def test_toy_evaluator_and_source_in_train_and_eval_modes(workdir):
 
 @pytest.mark.parametrize("data_name,metrics,overrides,message", [
     ("toy2d/ring8", ("heldout", "fdi"), {},
-     r"unknown evaluator 'fdi'; available: (.+, )?density_coverage, density_plot, fid, heldout, (.+, )?is, kid, mode_coverage"),
+     r"unknown evaluator 'fdi' \(did you mean 'fid'\?\); available: (.+, )?density_coverage, density_plot, fid, heldout, (.+, )?is, kid, mode_coverage"),
     ("toy2d/moons", ("mode_coverage",), {}, "needs a Gaussian-mixture toy2d data set"),
     ("toy2d/ring8", ("is",), {}, "needs a classifier's logits"),
     ("digits", ("fid", "precision_recall"), {"eval.num_samples": 3}, "'precision_recall' needs eval.num_samples >= 4"),
