@@ -391,6 +391,35 @@ def test_a_source_registered_in_a_test_file_is_read_by_name():
   np.testing.assert_array_equal(q.train_batch(0)["x"], np.full((64, 1), 7.0))
 
 
+@register("test_data_broken:")
+def _broken(data) -> RawData:
+  """Images ``[16, 4, 4, 1]`` of the 256 levels, with the mistake of a loader named by the path."""
+  x = (np.arange(16 * 16).reshape(16, 4, 4, 1) % 256).astype(np.uint8)
+  spec = {"modality": "image", "shape": (4, 4, 1), "levels": 256}
+  mistakes = {"none": {}, "levels": {"levels": 0}, "few_levels": {"levels": 17}, "modality": {"modality": "images"},
+              "shape": {"shape": (4, 4, 3)}, "floats": {}, "text_floats": {"modality": "text"}}
+  spec.update(mistakes[data.path])
+  if data.path.endswith("floats"):
+    x = x / 255.0
+  return RawData(train={"x": x[:8]}, test={"x": x[8:]}, spec=DataSpec(name=data.name, **spec))
+
+
+@pytest.mark.parametrize("mistake,message", [
+    ("levels", r"DataSpec.levels=0 of image data: it needs >= 2"),
+    ("few_levels", r"the train split holds values in \[0, 127\], outside \{0, ..., levels - 1 = 16\}"),
+    ("modality", r"DataSpec.modality='images' is not one of image, points, text, audio"),
+    ("shape", r"the train split holds examples of shape \(4, 4, 1\), not DataSpec.shape=\(4, 4, 3\)"),
+    ("floats", r"the train split holds float64 image examples \(integers expected\)"),
+    ("text_floats", r"float64 text examples"),
+])
+def test_a_loader_that_breaks_the_spec_conventions_is_one_error_before_training(mistake, message):
+  """Not an IndexError at the first batch (levels missing or too few), nor float images or tokens
+  silently truncated to integers, nor a spec whose modality or shape the data do not have."""
+  assert build(make_config("test_data_broken:none", batch_size=4)).train_batch(0)["x"].shape == (4, 4, 4, 1)
+  with pytest.raises(UserError, match=message + ".*fix the loader of data source 'test_data_broken:'"):
+    build(make_config(f"test_data_broken:{mistake}", batch_size=4))
+
+
 def test_names_resolve_exact_then_kind_then_tfds():
   cases = {"digits": ("digits", None), "toy2d/ring8": ("toy2d/ring8", None),
            "images:/data/x:y": ("images:", "/data/x:y"), "text:a.txt": ("text:", "a.txt"),

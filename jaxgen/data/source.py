@@ -29,6 +29,11 @@ A loader is called with a copy of ``config.data`` plus ``seed`` (``config.seed``
 :class:`Splits` (any two random-access :class:`Source`\\ s). Heavy imports (tensorflow-datasets,
 TensorFlow, Pillow, scipy) belong inside the loader, so that importing ``jaxgen.data`` stays cheap.
 
+``load`` checks what a loader returns against the conventions of :mod:`jaxgen.data.spec` on the
+first examples of each split (a known modality, examples of ``spec.shape``, integer images / tokens
+in ``{0, ..., levels - 1}``): a loader's mistake is one error before training, not a traceback at
+the first batch or silently wrong data.
+
 Two sources may declare the same field only with the same default (``register`` checks it);
 a default may be an ``ml_collections.FieldReference`` to give the field a type other than its
 value's (``data.image_size``: an int or an ``(H, W)`` pair).
@@ -52,6 +57,10 @@ from jaxgen.registry import Registry
 Batch = dict[str, np.ndarray]
 #: The kind a name without a registered ``<kind>:`` prefix is read with.
 FALLBACK_KIND = "tfds:"
+#: ``DataSpec.modality`` values (:mod:`jaxgen.data.spec`).
+MODALITIES = ("image", "points", "text", "audio")
+#: Examples of each split ``load`` checks against the spec.
+CHECKED_EXAMPLES = 8
 #: A tensorflow-datasets version after ``<name>:`` (``3.0.2``, ``3.*.*``).
 _TFDS_VERSION = re.compile(r"\d+(\.(\d+|\*)){0,2}")
 
@@ -179,4 +188,32 @@ def load(data: ml_collections.ConfigDict) -> Splits:
     if not len(getattr(loaded, split)):
       raise UserError(f"data set {data.name!r} has an empty {split} split: give it more examples "
                       f"(or a {fraction} data.test_fraction)")
+  _check_examples(entry.name, loaded)
   return loaded
+
+
+def _check_examples(name: str, splits: Splits) -> None:
+  """Raises ``UserError`` when the first examples of a split break the conventions of ``splits.spec``
+  (module docstring): a known modality; ``x`` of shape ``[n, *spec.shape]``; numbers for points;
+  integers in ``{0, ..., levels - 1}`` for images (``levels >= 2``) and tokens (``levels >= 1``)."""
+  spec = splits.spec
+  fix = f"fix the loader of data source {name!r} (the conventions: jaxgen/data/spec.py)"
+  if spec.modality not in MODALITIES:
+    raise UserError(f"DataSpec.modality={spec.modality!r} is not one of {', '.join(MODALITIES)}: {fix}")
+  least = {"image": 2, "points": 0}.get(spec.modality, 1)
+  if spec.levels < least:
+    raise UserError(f"DataSpec.levels={spec.levels} of {spec.modality} data: it needs >= {least} (the number "
+                    f"of raw values, 256 for 8-bit images); {fix}")
+  for split in ("train", "test"):
+    part = getattr(splits, split)
+    x = np.asarray(part.get(np.arange(min(len(part), CHECKED_EXAMPLES)))["x"])
+    kinds = "biuf" if spec.modality == "points" else "biu"
+    problem = ""
+    if x.shape[1:] != tuple(spec.shape):
+      problem = f"examples of shape {x.shape[1:]}, not DataSpec.shape={tuple(spec.shape)}"
+    elif x.dtype.kind not in kinds:
+      problem = f"{x.dtype} {spec.modality} examples ({'numbers' if kinds == 'biuf' else 'integers'} expected)"
+    elif kinds == "biu" and (x.min() < 0 or x.max() >= spec.levels):
+      problem = f"values in [{x.min()}, {x.max()}], outside {{0, ..., levels - 1 = {spec.levels - 1}}}"
+    if problem:
+      raise UserError(f"data set {spec.name!r}: the {split} split holds {problem}; {fix}")
