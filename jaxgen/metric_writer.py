@@ -9,7 +9,8 @@ Storage errors (disk full, read-only) are ``OSError``s naming the file.
 
 Resume: a run restored from step ``s`` drops the rows of steps ``> s`` written by the interrupted
 run (those steps are trained again), and a row cut off by a kill, so the file has one row per
-logged step and kind.
+logged step and kind. Its new event file starts with TensorBoard's purge marker at step ``s + 1``
+(a ``SessionLog.START``), so TensorBoard drops the interrupted run's events of those steps too.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class MetricWriter:
       rows = kept
     self._rows = rows if self._remote else None
     self._file = None if self._remote else self._path.open("a")
-    self._tb = SummaryWriter(str(root / "tensorboard"))
+    self._tb = SummaryWriter(str(root / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self.active:

@@ -357,3 +357,12 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   assert [r["step"] for r in rows if "eval/num_eval_examples" in r] == [2, 4, 6]
   drop = lambda r: {k: v for k, v in r.items() if k != "train/steps_per_second"}  # noqa: E731
   assert [drop(r) for r in rows] == [drop(r) for r in first]
+  # TensorBoard, reading both runs' event files, purges the interrupted run's steps 4..6 too.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  events.Reload()
+  seen = [(tag, e.step, e.value) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
+  want = [(k, r["step"], v) for r in rows for k, v in r.items() if k != "step"]
+  assert sorted((t, s) for t, s, _ in seen) == sorted((t, s) for t, s, _ in want)
+  np.testing.assert_allclose([v for *_, v in sorted(seen)], [v for *_, v in sorted(want)], rtol=1e-6)
