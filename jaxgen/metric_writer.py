@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from typing import Mapping
 
 import jax
@@ -90,7 +91,10 @@ class MetricWriter:
       rows = kept
     self._rows = rows if self._remote else None
     self._file = None if self._remote else self._path.open("a")
-    self._tb = SummaryWriter(str(root / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1)
+    # tensorboardX names the event file by the second and truncates an existing one: the suffix keeps
+    # a writer opened within the same second from erasing the last one's events, in start order.
+    self._tb = SummaryWriter(str(root / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1,
+                             filename_suffix=f".{time.time_ns()}")
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self.active:

@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import signal
+import time
 
 import chex
 import jax
@@ -23,6 +24,7 @@ from jaxgen import checkpoint as checkpoint_lib
 from jaxgen import config_defaults, optim, preemption, state, train, validate
 from jaxgen.errors import NonFiniteLossError, Preempted, UserError
 from jaxgen.families.base import FAMILIES, Family, UpdateGroup
+from jaxgen.metric_writer import MetricWriter
 
 # --- finite checks -----------------------------------------------------------------------------------
 
@@ -338,6 +340,32 @@ def test_a_stop_at_an_evaluation_step_evaluates_that_step_on_resume(tmp_path, mo
          open(os.path.join(reference, "eval", f"step_{step}.json")) as g:
       assert json.load(f) == json.load(g)
   assert [r for r in _rows(run) if "eval/nll_bound_nats" in r] == [r for r in _rows(reference) if "eval/nll_bound_nats" in r]
+
+
+def test_writers_opened_within_one_second_keep_each_others_tensorboard_events(workdir, monkeypatch):
+  """tensorboardX names event files by the second and opens them with "wb": without a suffix the
+  second writer (a resume within the same second) truncated the first one's events. Its file must
+  also sort after the first (TensorBoard reads them in name order, and purges by that order)."""
+  os.makedirs(workdir)
+  events = os.path.join(workdir, "tensorboard")
+
+  def opened_at_one_second(**kwargs):  # the event file is named when the writer opens
+    with monkeypatch.context() as m:
+      m.setattr(time, "time", lambda: 1700000000.5)
+      return MetricWriter(workdir, **kwargs)
+
+  first = opened_at_one_second()
+  first.write(1, {"a": 1.0})
+  first.write(2, {"a": 2.0})
+  first.close()
+  (name,) = os.listdir(events)
+  size = os.path.getsize(os.path.join(events, name))
+  second = opened_at_one_second(resume_step=1)  # step 2 is repeated
+  second.write(2, {"a": 4.0})
+  second.close()
+  names = sorted(os.listdir(events))
+  assert len(names) == 2 and names[0] == name and os.path.getsize(os.path.join(events, name)) == size
+  assert _rows(workdir) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 4.0}]
 
 
 def test_metrics_have_one_row_per_step_after_a_resume(workdir):
