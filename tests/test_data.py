@@ -449,6 +449,17 @@ def test_a_field_declared_twice_needs_the_same_default():
   assert "test_data/other" not in SOURCES
 
 
+def test_a_source_cannot_change_the_default_of_a_shared_field(monkeypatch):
+  """Merged after the shared fields, data.scale='[0,1]' declared by one source would have changed
+  the preprocessing of every config; the shared default itself may be declared."""
+  monkeypatch.setitem(SOURCES._items, "test_data/same_scale", source.DataSource("s", _line, {"scale": "[-1,1]"}))
+  assert config_defaults.base().data.scale == "[-1,1]"
+  monkeypatch.setitem(SOURCES._items, "test_data/scale", source.DataSource("s", _line, {"scale": "[0,1]"}))
+  with pytest.raises(ValueError, match=r"data source 'test_data/scale' declares data.scale='\[0,1\]', a field "
+                                       r"shared by every config whose default is '\[-1,1\]'"):
+    config_defaults.base()
+
+
 def test_importing_the_data_package_imports_no_reader():
   script = ("import sys, jaxgen.data\n"
             "print(sorted(m for m in ('tensorflow_datasets', 'tensorflow', 'PIL', 'scipy') if m in sys.modules))")

@@ -187,7 +187,7 @@ def test_evaluator_registered_after_the_config_gets_its_defaults_at_setup():
   assert late.every(config) == 3
 
 
-def test_an_evaluator_without_a_period_is_refused_at_registration():
+def test_an_evaluator_without_a_period_or_named_like_a_shared_field_is_refused():
   class NoPeriod(evaluation.Evaluator):
     @classmethod
     def defaults(cls) -> dict:
@@ -196,6 +196,10 @@ def test_an_evaluator_without_a_period_is_refused_at_registration():
   with pytest.raises(ValueError, match="evaluator 'test_no_period': defaults\\(\\) declares no 'every'"):
     evaluation.register("test_no_period")(NoPeriod)
   assert "test_no_period" not in evaluation.EVALUATORS
+  # Named like a shared field, its settings group would replace config.eval.features.
+  with pytest.raises(ValueError, match="evaluator 'features' is named like the shared field eval.features"):
+    evaluation.register("features")(MeanGap)
+  assert config_defaults.base().eval.features == "auto"
 
 
 @evaluation.register("test_returns")

@@ -92,10 +92,14 @@ def register(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
   """Class decorator: registers an :class:`Evaluator` subclass as ``name``.
 
   Raises:
-    ValueError: ``name`` is taken, or ``defaults()`` declares no ``every``.
+    ValueError: ``name`` is taken or is a shared ``config.eval`` field (``metrics``, ``features``,
+      ...: its group would replace the field), or ``defaults()`` declares no ``every``.
   """
 
   def decorator(cls: type[Evaluator]) -> type[Evaluator]:
+    if name in SHARED_DEFAULTS:
+      raise ValueError(f"evaluator {name!r} is named like the shared field eval.{name}, which its settings "
+                       "group would replace: choose another name")
     if "every" not in cls.defaults():
       raise ValueError(f"evaluator {name!r}: defaults() declares no 'every' (its period in training steps, "
                        "0 = only at the end of training): add it")
