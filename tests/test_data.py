@@ -302,6 +302,8 @@ def test_unknown_name_lists_embedded_sets():
     build(make_config("no_such_data_set"))
   assert "digits" in str(e.value) and "toy2d/ring8" in str(e.value)
   assert "tensorflow-datasets" in str(e.value)
+  with pytest.raises(UserError, match=r"unknown data set 'toy2d/ring9' \(did you mean 'toy2d/ring8'\?\): it is"):
+    build(make_config("toy2d/ring9"))
 
 
 def test_unprepared_tfds_set_explains_the_prepare_step(tmp_path, monkeypatch):

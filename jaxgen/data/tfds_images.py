@@ -19,6 +19,7 @@ record decoding.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,10 @@ class TfdsSource:
           lambda: tfds.data_source(name, split=split, data_dir=data_dir, download=False), name, split,
           data_dir)
     except tfds.core.registered.DatasetNotFoundError:
+      close = difflib.get_close_matches(name, [n for n in source.SOURCES.names() if not n.endswith(":")], n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
       raise UserError(
-          f"unknown data set {name!r}: it is neither a registered data source "
+          f"unknown data set {name!r}{hint}: it is neither a registered data source "
           f"({', '.join(source.SOURCES.names())}) nor <kind>:<path> nor a tensorflow-datasets "
           "builder (any tfds name is accepted, e.g. mnist, fashion_mnist, cifar10, celeb_a, "
           "binarized_mnist): fix data.name") from None
