@@ -376,9 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                       disable=not tc.progress_bar or jax.process_index() != 0)
       pending = None  # (step, metrics) of the last dispatched step, checked one step late
       periods = [(e, e.every(config)) for e in exp.evaluators]
-      due = [e for e, every in periods if start and _due(start, every)]
-      if due and not _eval_path(workdir, start).exists():  # stopped or killed before evaluating it
-        run_evaluators(exp, ts, due, writer)
       t0, s0 = time.perf_counter(), start
       batches = exp.data.iterate_train(start, transform=lambda b: parallel.global_batch(b, exp.mesh))
       for step, batch in batches:
