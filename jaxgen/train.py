@@ -318,6 +318,16 @@ def _eval_path(workdir: str, step: int):
   return workdir_lib.path(workdir) / "eval" / f"step_{step}.json"
 
 
+def _finish_evaluation(exp: Experiment, ts: TrainState, evaluators: list[evaluation.Evaluator],
+                       writer: MetricWriter) -> None:
+  """Runs ``evaluators`` on the restored ``ts`` unless ``eval/step_<N>.json`` of its step exists: a
+  run killed or preempted after saving step ``N``, before or while evaluating it, resumes from that
+  step, so its evaluation would otherwise never run (evaluators reporting no numbers, such as
+  ``samples``, run again at each such resume)."""
+  if evaluators and not _eval_path(exp.workdir, int(to_host(ts.step))).exists():
+    run_evaluators(exp, ts, evaluators, writer)
+
+
 def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: MetricWriter | None) -> None:
   """Merges ``results`` into ``eval/step_<N>.json``: a later evaluation of the same step (``--mode=eval``
   with other metrics) replaces the numbers it recomputes and keeps the others."""
@@ -366,16 +376,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       save_config(config, workdir)
       writer = MetricWriter(workdir, resume_step=start)
       last_saved = ckpt.latest_step()
+      periods = [(e, e.every(config)) for e in exp.evaluators]
       if start >= tc.steps:
         logging.info("already trained to step %d >= train.steps=%d", start, tc.steps)
-        if not _eval_path(workdir, start).exists():  # killed during the final evaluation: finish it
-          run_evaluators(exp, ts, exp.evaluators, writer)
+        _finish_evaluation(exp, ts, exp.evaluators, writer)
         return ts
+      _finish_evaluation(exp, ts, [e for e, every in periods if start and _due(start, every)], writer)
       train_step = make_train_step(exp)
       bar = tqdm.tqdm(total=tc.steps, initial=start, unit="step", dynamic_ncols=True,
                       disable=not tc.progress_bar or jax.process_index() != 0)
       pending = None  # (step, metrics) of the last dispatched step, checked one step late
-      periods = [(e, e.every(config)) for e in exp.evaluators]
       t0, s0 = time.perf_counter(), start
       batches = exp.data.iterate_train(start, transform=lambda b: parallel.global_batch(b, exp.mesh))
       for step, batch in batches:

@@ -371,9 +371,9 @@ def test_writers_opened_within_one_second_keep_each_others_tensorboard_events(wo
 def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   """A run that logged steps 4..6 past its last checkpoint (3) and half a row before it died: the
   restart drops those rows and writes them again, with the same values (the resumed steps repeat the
-  lost ones)."""
+  lost ones). One killed while evaluating step 3, just saved: the restart evaluates step 3 first."""
   config = tiny_config("vae", **{"train.steps": 6, "train.checkpoint_every": 3, "train.log_every": 1,
-                                 "eval.metrics": ("heldout",), "eval.heldout.every": 2})
+                                 "eval.metrics": ("heldout",), "eval.heldout.every": 3})
   train.train_and_evaluate(config, workdir)
   first = _rows(workdir)
   shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # as if killed before step 6 was saved,
@@ -382,7 +382,7 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   train.train_and_evaluate(config, workdir)
   rows = _rows(workdir)
   assert [r["step"] for r in rows if "train/model/loss" in r] == [1, 2, 3, 4, 5, 6]
-  assert [r["step"] for r in rows if "eval/num_eval_examples" in r] == [2, 4, 6]
+  assert [r["step"] for r in rows if "eval/num_eval_examples" in r] == [3, 6]
   drop = lambda r: {k: v for k, v in r.items() if k != "train/steps_per_second"}  # noqa: E731
   assert [drop(r) for r in rows] == [drop(r) for r in first]
   # TensorBoard, reading both runs' event files, purges the interrupted run's steps 4..6 too.
@@ -394,3 +394,13 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   want = [(k, r["step"], v) for r in rows for k, v in r.items() if k != "step"]
   assert sorted((t, s) for t, s, _ in seen) == sorted((t, s) for t, s, _ in want)
   np.testing.assert_allclose([v for *_, v in sorted(seen)], [v for *_, v in sorted(want)], rtol=1e-6)
+  with open(os.path.join(workdir, "eval", "step_3.json")) as f:
+    evaluated = f.read()
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # killed while evaluating step 3:
+  os.remove(os.path.join(workdir, "eval", "step_3.json"))  # checkpoint 3 saved, nothing of its evaluation
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows[:3])  # the train rows of steps 1..3
+  train.train_and_evaluate(config, workdir)
+  assert [drop(r) for r in _rows(workdir)] == [drop(r) for r in first]
+  with open(os.path.join(workdir, "eval", "step_3.json")) as f:
+    assert f.read() == evaluated
