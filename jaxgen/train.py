@@ -414,6 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           raise Preempted(stop.reason, done, saved=True)
         due = [e for e, every in periods if _due(done, every)]
         if due and done != tc.steps:
+          _check_finite(*pending, last_saved)  # never evaluate (and log) a non-finite state
           run_evaluators(exp, ts, due, writer)
         if done >= tc.steps:
           break

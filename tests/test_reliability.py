@@ -238,6 +238,17 @@ def test_non_finite_updates_are_caught_before_anything_is_saved(workdir, family,
   assert [s for s in steps if s.isdigit()] == []
 
 
+def test_a_non_finite_state_is_never_evaluated(workdir):
+  """An evaluation due at the step that went non-finite, which is not logged or saved, does not run
+  either: no samples drawn from NaN params, no eval numbers of them."""
+  config = _toy_config("test_huge_gradient", **{"eval.metrics": ("samples",), "eval.samples.every": 1,
+                                                "train.log_every": 0, "train.checkpoint_every": 0})
+  config.optim.default.name, config.optim.default.learning_rate = "sgd", 1e20
+  with pytest.raises(NonFiniteLossError, match="non-finite params at step 1"):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "samples"))
+
+
 def test_extending_a_cosine_run_equals_the_longer_uninterrupted_run(tmp_path):
   """6 steps with a cosine schedule, then raised to 9: the same as 9 steps with decay_steps=6."""
   cosine = {"optim.gen.schedule": "cosine", "optim.disc.schedule": "cosine", "train.checkpoint_every": 3}
