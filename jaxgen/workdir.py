@@ -16,7 +16,7 @@ started within the same second may both pass: documented in docs/reliability.md)
 statistics, samples).
 
 ``storage_cause(e)``: whether an exception is a storage failure (disk full, read-only, permission,
-quota, remote unavailable) rather than a bug or damaged data, as the short cause a one-line error
+quota, a file size limit, remote unavailable) rather than a bug or damaged data, as the short cause a one-line error
 names.
 """
 
@@ -45,7 +45,7 @@ _SUFFIX_ROOM = 256
 _PATH_MAX = 4096
 _NAME_MAX = 255
 _STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO,
-                   errno.ENOTCONN, errno.ETIMEDOUT, errno.ENODEV}
+                   errno.ENOTCONN, errno.ETIMEDOUT, errno.ENODEV, errno.EFBIG}
 _STORAGE_MARKERS = {  # tensorstore / remote status text -> what to tell the user
     "no space left": "no space left on device", "os_error_code='28'": "no space left on device",
     "resource_exhausted": "storage quota or space exhausted", "read-only file system": "read-only file system",
@@ -54,6 +54,7 @@ _STORAGE_MARKERS = {  # tensorstore / remote status text -> what to tell the use
     "unauthenticated": "not authenticated to the storage", "unavailable": "storage unavailable",
     "deadline_exceeded": "storage timed out", "disk quota": "disk quota exceeded",
     "input/output error": "input/output error",
+    "file too large": "file too large", "os_error_code='27'": "file too large",  # ulimit -f, FAT32's 4 GiB
 }
 
 

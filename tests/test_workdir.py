@@ -153,6 +153,16 @@ def test_a_write_cut_short_leaves_the_saved_file(tmp_path, monkeypatch):
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
 
 
+def test_a_file_size_limit_is_a_storage_error():
+  """``ulimit -f`` or a file system's largest file (EFBIG): a storage failure, from Python (metrics,
+  samples: a one-line error, not a traceback) or in tensorstore's text (a checkpoint save)."""
+  assert workdir.storage_cause(OSError(errno.EFBIG, "File too large", "metrics.jsonl")) == "file too large"
+  text = ('OUT_OF_RANGE: Error writing "c/0" in OCDBT database at local file "/r/": Failed to write 389881 '
+          "bytes to file 4: File too large [os_error_code='27']")
+  assert workdir.storage_cause(ValueError(text)) == "file too large"
+  assert workdir.storage_cause(ValueError("OUT_OF_RANGE: index 7 is past the end")) is None
+
+
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
   root = workdir.path(str(tmp_path))
   (root / "lock.json").write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "argv": ["train"]}))
