@@ -8,9 +8,10 @@ tensorboardX's writer for the scheme: its own ``gs://`` writer needs google-clou
 Storage errors (disk full, read-only) are ``OSError``s naming the file.
 
 Resume: a run restored from step ``s`` drops the rows of steps ``> s`` written by the interrupted
-run (those steps are trained again), and a row cut off by a kill, so the file has one row per
-logged step and kind. Its new event file starts with TensorBoard's purge marker at step ``s + 1``
-(a ``SessionLog.START``), so TensorBoard drops the interrupted run's events of those steps too.
+run (those steps are trained again), a row cut off by a kill and a damaged one (not JSON, not
+UTF-8), so the file has one row per logged step and kind. Its new event file starts with
+TensorBoard's purge marker at step ``s + 1`` (a ``SessionLog.START``), so TensorBoard drops the
+interrupted run's events of those steps too.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class MetricWriter:
     self._remote = workdir_lib.is_remote(root)
     if self._remote:  # tensorboardX picks a writer by the text before ':'
       record_writer.register_writer_factory(str(root).split(":", 1)[0], _RemoteEventFiles())
-    rows = self._path.read_text().splitlines(keepends=True) if self._path.exists() else []
+    # Bytes that are not UTF-8 (a damaged block) become U+FFFD: their rows do not parse and are dropped.
+    rows = self._path.read_bytes().decode(errors="replace").splitlines(keepends=True) if self._path.exists() else []
     if resume_step is not None:
       kept = [r for r in rows if (step := _step(r)) is not None and step <= resume_step]
       if len(kept) != len(rows):

@@ -379,6 +379,17 @@ def test_writers_opened_within_one_second_keep_each_others_tensorboard_events(wo
   assert _rows(workdir) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 4.0}]
 
 
+def test_a_damaged_metrics_file_keeps_its_whole_rows(tmp_path):
+  """Bytes that are not UTF-8 (a damaged disk block) in metrics.jsonl: the resume keeps the whole rows
+  up to its step and drops the rest, instead of failing to read the file."""
+  (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "a": 1.0}\n\xff\xfe\x00garbage\n{"step": 2, "a": 2.0}\n'
+                                           b'{"step": 3, "a": 3.0}\n{"step": 4, "a"')
+  writer = MetricWriter(str(tmp_path), resume_step=2)
+  writer.write(3, {"a": 4.0})
+  writer.close()
+  assert _rows(str(tmp_path)) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.0}, {"step": 3, "a": 4.0}]
+
+
 def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   """A run that logged steps 4..6 past its last checkpoint (3) and half a row before it died: the
   restart drops those rows and writes them again, with the same values (the resumed steps repeat the
