@@ -142,8 +142,8 @@ def main(argv: list[str]) -> None:
   created = None  # the workdir, when this run made it
   try:
     config = config_defaults.load(_CONFIG.value, _OVERRIDES)
-    validate.validate(config)
     root = workdir.path(_WORKDIR.value)
+    validate.validate(config, root)
     if _MODE.value in ("sample", "eval") and not root.exists():  # a mistyped path: no empty directory left
       raise UserError(f"--workdir={root} does not exist, so it holds no checkpoint to {_MODE.value} from: train "
                       "first with --mode=train and the same --workdir, or fix the path")

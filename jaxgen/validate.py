@@ -1,7 +1,7 @@
 """The whole config checked before anything is built or trained: no error only after a long run.
 
-``validate(config)`` reads only the config and the registries (families, evaluators), so it runs
-in milliseconds, before any data is read or device used. It returns nothing and raises one ``UserError`` naming the
+``validate(config, workdir)`` reads only the config, the registries (families, evaluators) and
+whether the workdir holds checkpoints (``train.init_from``), so it runs in milliseconds, before any data is read or device used. It returns nothing and raises one ``UserError`` naming the
 field, its value and the fix. Checks that need the data (an evaluator's preconditions, the batch
 size against the devices, a family's own options such as ``model.loss``) run at setup, before the
 first step, where the data spec and the family exist (``evaluation.prepare``, ``parallel``,
@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from jaxgen import optim, parallel
 from jaxgen.errors import UserError
@@ -41,7 +42,15 @@ def _at_least(config: ml_collections.ConfigDict, key: str, low: float, example: 
     _need(value >= low, key, value, f"must be >= {low}", f"set e.g. --config.{key}={example}")
 
 
-def _train(config: ml_collections.ConfigDict) -> None:
+def _has_steps(workdir: str | os.PathLike | None) -> bool:
+  """Whether ``<workdir>/checkpoints`` holds a step directory (local or remote)."""
+  if workdir is None:
+    return False
+  steps = epath.Path(workdir) / "checkpoints"
+  return steps.is_dir() and any(p.name.isdigit() for p in steps.iterdir())
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None) -> None:
   _at_least(config, "train.steps", 1, 1000)
   _at_least(config, "train.batch_size", 1, 64)
   _at_least(config, "train.keep_checkpoints", 1, 3)
@@ -53,7 +62,7 @@ def _train(config: ml_collections.ConfigDict) -> None:
           "set e.g. --config.train.ema_decay=0.999")
   _accelerators(config)
   init_from = _get(config, "train.init_from", "")
-  if init_from and "://" not in init_from:
+  if init_from and "://" not in init_from and not _has_steps(workdir):
     _need(os.path.exists(init_from), "train.init_from", init_from, "does not exist",
           "give the workdir of a trained run or one of its checkpoints/<step> directories")
 
@@ -150,8 +159,11 @@ def _sample_and_eval(config: ml_collections.ConfigDict) -> None:
           "give the FID Inception weights (.pth or converted .npz) or --config.eval.inception_weights=''")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ``UserError`` for the first field that cannot work; see the module docstring."""
+def validate(config: ml_collections.ConfigDict, workdir: str | os.PathLike | None = None) -> None:
+  """Raises ``UserError`` for the first field that cannot work; see the module docstring.
+
+  ``workdir``: the run's (None: a new run). ``train.init_from`` must exist only for a run without
+  checkpoints of its own: one with them resumes and never reads it (its source may be gone)."""
   from jaxgen.families import FAMILIES  # pylint: disable=import-outside-toplevel
 
   family = FAMILIES.get(_get(config, "model.family", ""))  # UserError listing the families
@@ -164,6 +176,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   data = _get(config, "data.name", "")
   _need(isinstance(data, str) and bool(data.strip()), "data.name", data, "is empty",
         "name a data set, e.g. --config.data.name=digits")
-  _train(config)
+  _train(config, workdir)
   _optim(config)
   _sample_and_eval(config)

@@ -96,7 +96,8 @@ CASES = [
     ("size_negative", [*VAE, "--config.model.latent_dim=-3"], ["model.latent_dim=-3 (TypeError)"]),
     ("distributed_without_coordinator", [*VAE, "--distributed"], ["--distributed:", "--coordinator_address"]),
     ("data_name_empty", [*VAE, "--config.data.name="], ["data.name=''", "is empty"]),
-    ("init_from_missing", [*VAE, "--config.train.init_from=/no/such/run"], ["train.init_from='/no/such/run'"]),
+    ("init_from_missing", [*VAE, "--config.train.init_from=/no/such/run"], ["train.init_from='/no/such/run'"], [],
+     "empty"),  # a run with checkpoints of its own resumes without it (test_reliability.py)
     # Checked at setup, before the first step.
     ("data_set_unknown", [*VAE, "--config.data.name=no_such_set"], ["no_such_set", "digits"]),
     ("batch_not_divisible_by_devices", [*VAE, "--config.train.batch_size=6", "--cpu_devices=4"],

@@ -174,6 +174,17 @@ def test_validation_names_the_field(overrides, fragment):
   assert fragment in str(err.value)
 
 
+def test_a_missing_init_from_is_refused_only_for_a_run_without_checkpoints(tmp_path):
+  """A warm-started run resumes from its own checkpoints once it has them, even when the run it
+  started from was moved or deleted (a preempted job is requeued with the same command)."""
+  config = config_defaults.load(os.path.join(ROOT, "configs", "vae.py"), [f"train.init_from={tmp_path}/gone"])
+  os.makedirs(tmp_path / "run" / "checkpoints" / "4.orbax-checkpoint-tmp-1")  # a save killed: not a step
+  with pytest.raises(UserError, match="train.init_from=.*gone' does not exist"):
+    validate.validate(config, str(tmp_path / "run"))
+  os.makedirs(tmp_path / "run" / "checkpoints" / "2")
+  validate.validate(config, str(tmp_path / "run"))
+
+
 # --- end to end, through the trainer (phase 2 wires these pieces into jaxgen/train.py) ------------------
 
 
