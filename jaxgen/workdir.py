@@ -193,6 +193,11 @@ class Lock:
     return not _alive(owner["pid"], owner.get("pid_start"))
 
   def _refuse(self, owner: dict[str, Any]) -> UserError:
+    if not owner:  # empty or cut short: a run writing it right now, or one that died doing so
+      after = f"delete {self.path}" if is_remote(self.path) else f"rerun after {UNREADABLE_GRACE_S:.0f} s: it is stale then"
+      return UserError(f"workdir {self.path.parent} is in use by another run (its lock {self.path} is empty or "
+                       f"unreadable: that run may be starting); wait for it, or pass another --workdir (if no run "
+                       f"is starting there, {after})")
     return UserError(f"workdir {self.path.parent} is in use by another run ({_describe(owner)}); wait "
                      f"for it or stop it, or pass another --workdir (if that run is gone, delete {self.path})")
 

@@ -105,8 +105,10 @@ def test_stale_locks_are_taken_over(tmp_path):
 def test_an_unreadable_lock_is_stale_after_a_grace_and_a_failed_write_leaves_none(tmp_path, monkeypatch):
   root = workdir.path(str(tmp_path))
   (root / "lock.json").write_text("")  # created, never written: its run was killed or out of space
-  with pytest.raises(UserError, match="in use by another run"):  # it may be being written right now
+  with pytest.raises(UserError, match="in use by another run") as err:  # it may be being written right now
     workdir.Lock(root).acquire()
+  assert "lock.json is empty or unreadable" in str(err.value) and "rerun after 10 s" in str(err.value)
+  assert "None" not in str(err.value)  # no owner to name: not "host None, pid None, started 1970-01-01"
   old = time.time() - workdir.UNREADABLE_GRACE_S - 1
   os.utime(root / "lock.json", (old, old))
   with workdir.Lock(root):
