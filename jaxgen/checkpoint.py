@@ -186,6 +186,8 @@ class Checkpointer:
     self.directory = workdir_lib.path(workdir) / "checkpoints"
     self.keep, self.config, self.read_only = keep, config, read_only
     self._metas: dict[int, dict | None] = {}
+    if self.directory.exists() and not self.directory.is_dir():
+      raise UserError(f"{self.directory} is a file, not a checkpoint directory; move it away, or pass --workdir=NEW")
     options = ocp.CheckpointManagerOptions(max_to_keep=None, create=not read_only, read_only=read_only,
                                            save_interval_steps=0 if read_only else 1, enable_async_checkpointing=False)
     try:

@@ -281,6 +281,14 @@ def test_keep_checkpoints_is_at_least_one(tmp_path):
   assert step_dirs(str(tmp_path)) == ["6"]
 
 
+def test_a_file_in_place_of_the_checkpoint_directory_is_one_line(tmp_path):
+  (tmp_path / "checkpoints").write_text("")  # a traceback (NotADirectoryError) from orbax before
+  for read_only in (False, True):
+    with pytest.raises(UserError, match="checkpoints is a file, not a checkpoint directory; move it away"):
+      checkpoint.Checkpointer(str(tmp_path), 1, make_config(), read_only=read_only)
+  assert (tmp_path / "checkpoints").read_text() == ""
+
+
 def test_retention_never_deletes_an_earlier_configurations_steps(tmp_path):
   workdir = str(tmp_path)
   save_steps(workdir, make_config(), [2, 4], keep=2)
