@@ -55,12 +55,21 @@ class _RemoteEventFiles:
     epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def _step(row: str) -> int | None:
-  """The step of a complete row; None for a blank one or one cut off by a kill mid-write."""
+def parse_row(row: str) -> dict | None:
+  """A complete row of ``metrics.jsonl`` (``{"step": int, name: value, ...}``); None for a blank or
+  damaged one, or one cut off by a kill or a full disk mid-write (or still being written)."""
   try:
-    return int(json.loads(row)["step"]) if row.endswith("\n") else None
+    parsed = json.loads(row) if row.endswith("\n") else None
+    int(parsed["step"])
+    return parsed
   except (ValueError, KeyError, TypeError):
     return None
+
+
+def read_rows(path: epath.Path) -> list[str]:
+  """The lines of ``path``, each with its newline; bytes that are not UTF-8 (a damaged block) become
+  U+FFFD, so their rows do not parse."""
+  return path.read_bytes().decode(errors="replace").splitlines(keepends=True)
 
 
 @contextlib.contextmanager
@@ -84,10 +93,9 @@ class MetricWriter:
     self._remote = workdir_lib.is_remote(root)
     if self._remote:  # tensorboardX picks a writer by the text before ':'
       record_writer.register_writer_factory(str(root).split(":", 1)[0], _RemoteEventFiles())
-    # Bytes that are not UTF-8 (a damaged block) become U+FFFD: their rows do not parse and are dropped.
-    rows = self._path.read_bytes().decode(errors="replace").splitlines(keepends=True) if self._path.exists() else []
+    rows = read_rows(self._path) if self._path.exists() else []
     if resume_step is not None:
-      kept = [r for r in rows if (step := _step(r)) is not None and step <= resume_step]
+      kept = [r for r in rows if (row := parse_row(r)) is not None and int(row["step"]) <= resume_step]
       if len(kept) != len(rows):
         workdir_lib.write_atomic(self._path, "".join(kept))
       rows = kept

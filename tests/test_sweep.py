@@ -370,3 +370,11 @@ def test_a_point_whose_evaluators_report_no_number_is_done(tmp_path):
   sweep.command = lambda point: [sys.executable, "-c", "pass"]  # a trainer that succeeds
   status = local.Runner(sweep, echo=lambda line: None).run_point(sweep.points[0], local.Share({}))
   assert status["status"] == "done" and status["attempts"] == 1
+
+
+def test_training_rows_skip_a_row_cut_short(tmp_path):
+  """A point stopped by a full disk mid-row (or still writing one): the table and the training curves
+  read its whole rows instead of failing on the partial one."""
+  (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "train/a": 1.0}\n{"step": 1, "eval/b": 2.0}\n'
+                                           b'\xff\n{"step": 2, "train/a": 3.0}\n{"step": 3, "tra')
+  assert results.training_rows(str(tmp_path)) == [{"step": 1, "train/a": 1.0}, {"step": 2, "train/a": 3.0}]

@@ -23,7 +23,9 @@ import re
 from typing import Any
 
 import numpy as np
+from etils import epath
 
+from jaxgen import metric_writer
 from jaxgen.sweeps.manifest import Sweep
 
 SEED = "seed"
@@ -41,11 +43,10 @@ def final_metrics(point_dir: str) -> dict[str, float] | None:
 
 def training_rows(point_dir: str) -> list[dict[str, float]]:
   """The rows of ``metrics.jsonl`` that hold training metrics (``train/...``)."""
-  path = os.path.join(point_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = epath.Path(point_dir) / "metrics.jsonl"
+  if not path.exists():
     return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [r for line in metric_writer.read_rows(path) if (r := metric_writer.parse_row(line)) is not None]
   return [r for r in rows if any(k.startswith("train/") for k in r)]
 
 
