@@ -82,7 +82,10 @@ def _naming(path):
 
 
 class MetricWriter:
-  def __init__(self, workdir: str, filename: str = "metrics.jsonl", resume_step: int | None = None):
+  def __init__(self, workdir: str, filename: str = "metrics.jsonl", resume_step: int | None = None,
+               redo: str = ""):
+    """``resume_step``: the rows of later steps are dropped, and with ``redo`` (a prefix, ``"eval/"``)
+    the rows of that step holding such metrics (they are computed again)."""
     self.active = jax.process_index() == 0
     if not self.active:
       return
@@ -95,7 +98,11 @@ class MetricWriter:
       record_writer.register_writer_factory(str(root).split(":", 1)[0], _RemoteEventFiles())
     rows = read_rows(self._path) if self._path.exists() else []
     if resume_step is not None:
-      kept = [r for r in rows if (row := parse_row(r)) is not None and int(row["step"]) <= resume_step]
+      def keep(row: dict) -> bool:
+        step = int(row["step"])
+        return step < resume_step or step == resume_step and not (redo and any(k.startswith(redo) for k in row))
+
+      kept = [r for r in rows if (row := parse_row(r)) is not None and keep(row)]
       if len(kept) != len(rows):
         workdir_lib.write_atomic(self._path, "".join(kept))
       rows = kept

@@ -318,19 +318,24 @@ def _eval_path(workdir: str, step: int):
   return workdir_lib.path(workdir) / "eval" / f"step_{step}.json"
 
 
-def _finish_evaluation(exp: Experiment, ts: TrainState, evaluators: list[evaluation.Evaluator],
-                       writer: MetricWriter) -> None:
-  """Runs ``evaluators`` on the restored ``ts`` unless ``eval/step_<N>.json`` of its step exists: a
-  run killed or preempted after saving step ``N``, before or while evaluating it, resumes from that
-  step, so its evaluation would otherwise never run (evaluators reporting no numbers, such as
-  ``samples``, run again at each such resume)."""
-  if evaluators and not _eval_path(exp.workdir, int(to_host(ts.step))).exists():
-    run_evaluators(exp, ts, evaluators, writer)
+def _unfinished_evaluation(exp: Experiment, start: int,
+                           periods: list[tuple[evaluation.Evaluator, int]]) -> list[evaluation.Evaluator]:
+  """The evaluators due at the restored step ``start`` (all of them at the last step) whose
+  evaluation never finished: a run killed or preempted after saving step ``start``, before or while
+  evaluating it, resumes there. ``eval/step_<start>.json`` is written last, so it marks a finished
+  one (evaluators reporting no numbers, such as ``samples``, run again at each such resume)."""
+  if start == 0 or _eval_path(exp.workdir, start).exists():
+    return []
+  if start >= exp.config.train.steps:
+    return exp.evaluators
+  return [e for e, every in periods if _due(start, every)]
 
 
 def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: MetricWriter | None) -> None:
   """Merges ``results`` into ``eval/step_<N>.json``: a later evaluation of the same step (``--mode=eval``
   with other metrics) replaces the numbers it recomputes and keeps the others."""
+  if writer is not None:  # before the file that marks the step evaluated (``_unfinished_evaluation``)
+    writer.write(step, results, prefix="eval/")
   path = _eval_path(exp.workdir, step)
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,8 +344,6 @@ def _write_eval(exp: Experiment, step: int, results: dict[str, float], writer: M
     except ValueError:  # a file cut short (disk full): rewritten whole
       earlier = {}
     workdir_lib.write_atomic(path, json.dumps({**earlier, "step": step, **results}, indent=2, sort_keys=True))
-  if writer is not None:
-    writer.write(step, results, prefix="eval/")
 
 
 # --- the modes ---------------------------------------------------------------------------------------
@@ -374,14 +377,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         f"train it further with --config.train.steps >= {start}, evaluate it with "
                         "--mode=eval, or train a shorter run in a new --workdir")
       save_config(config, workdir)
-      writer = MetricWriter(workdir, resume_step=start)
-      last_saved = ckpt.latest_step()
       periods = [(e, e.every(config)) for e in exp.evaluators]
+      unfinished = _unfinished_evaluation(exp, start, periods)  # evaluated again: drop its rows, if any
+      writer = MetricWriter(workdir, resume_step=start, redo="eval/" if unfinished else "")
+      last_saved = ckpt.latest_step()
+      if unfinished:
+        run_evaluators(exp, ts, unfinished, writer)
       if start >= tc.steps:
         logging.info("already trained to step %d >= train.steps=%d", start, tc.steps)
-        _finish_evaluation(exp, ts, exp.evaluators, writer)
         return ts
-      _finish_evaluation(exp, ts, [e for e, every in periods if start and _due(start, every)], writer)
       train_step = make_train_step(exp)
       bar = tqdm.tqdm(total=tc.steps, initial=start, unit="step", dynamic_ncols=True,
                       disable=not tc.progress_bar or jax.process_index() != 0)

@@ -404,7 +404,8 @@ def test_a_damaged_metrics_file_keeps_its_whole_rows(tmp_path):
 def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   """A run that logged steps 4..6 past its last checkpoint (3) and half a row before it died: the
   restart drops those rows and writes them again, with the same values (the resumed steps repeat the
-  lost ones). One killed while evaluating step 3, just saved: the restart evaluates step 3 first."""
+  lost ones). One killed while evaluating step 3, just saved: the restart evaluates step 3 first and
+  drops the row that evaluation had written."""
   config = tiny_config("vae", **{"train.steps": 6, "train.checkpoint_every": 3, "train.log_every": 1,
                                  "eval.metrics": ("heldout",), "eval.heldout.every": 3})
   train.train_and_evaluate(config, workdir)
@@ -429,10 +430,10 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   np.testing.assert_allclose([v for *_, v in sorted(seen)], [v for *_, v in sorted(want)], rtol=1e-6)
   with open(os.path.join(workdir, "eval", "step_3.json")) as f:
     evaluated = f.read()
-  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # killed while evaluating step 3:
-  os.remove(os.path.join(workdir, "eval", "step_3.json"))  # checkpoint 3 saved, nothing of its evaluation
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # killed while evaluating step 3, just saved:
+  os.remove(os.path.join(workdir, "eval", "step_3.json"))  # its eval row written, not yet its eval file
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows[:3])  # the train rows of steps 1..3
+    f.writelines(json.dumps(r) + "\n" for r in rows[:4])  # the train rows of steps 1..3, the eval row of 3
   train.train_and_evaluate(config, workdir)
   assert [drop(r) for r in _rows(workdir)] == [drop(r) for r in first]
   with open(os.path.join(workdir, "eval", "step_3.json")) as f:
