@@ -35,7 +35,12 @@ SAMPLE_STREAM, EVAL_STREAM, EVAL_SAMPLE_STREAM = 2, 3, 4
 
 
 def to_host(x: jax.Array) -> np.ndarray:
-  """A replicated global array -> numpy (works multi-process: every process holds a full copy)."""
+  """A replicated global array -> numpy (works multi-process: every process holds a full copy).
+  A sharded one (a jit without ``out_shardings=replicated`` over FSDP params or a sharded batch)
+  would give only its first device's shard: a ``ValueError``."""
+  if not x.is_fully_replicated:
+    raise ValueError(f"to_host needs a replicated array, got one of shape {x.shape} sharded as {x.sharding}; "
+                     "jit the computation with out_shardings=parallel.replicated(mesh)")
   return np.asarray(x.addressable_data(0))
 
 

@@ -115,8 +115,9 @@ class Interpolation(Evaluator):
     if encoder and len(held["x"]) < 2 * pairs:
       raise UserError(f"eval.interpolation.pairs={pairs} needs {2 * pairs} test examples and the split "
                       f"has {len(held['x'])}; lower it")
-    fn = ctx.cached("interpolation", lambda: jax.jit(
-        lambda p, s, b, k: interpolate(family, p, s, batch=b, rng=k, pairs=pairs, steps=steps)))
+    fn = ctx.cached("interpolation", lambda: jax.jit(  # replicated: FSDP params would leave the grid sharded
+        lambda p, s, b, k: interpolate(family, p, s, batch=b, rng=k, pairs=pairs, steps=steps),
+        out_shardings=ctx.exp.replicated))
     paths = np.asarray(to_host(fn(ctx.ts.ema_params, ctx.ts.state, held, ctx.key(EVAL_STREAM))))
     if encoder:  # inputs beside the path: input_a | path | input_b
       x = np.asarray(held["x"])
