@@ -11,8 +11,9 @@ Rule (``choose``), in order:
 1. the backend is not the CPU (``JAX_PLATFORMS`` names another platform first, or, unset, an
    accelerator plugin of JAX is installed: ``jax_plugins`` entry points or namespace modules,
    ``libtpu``) -> leave JAX alone;
-2. ``XLA_FLAGS`` sets ``--xla_force_host_platform_device_count`` or the run is multi-process
-   (``--distributed``) -> leave JAX alone (the user chose);
+2. ``XLA_FLAGS`` sets ``--xla_force_host_platform_device_count``, ``jax_num_cpu_devices`` is set
+   (``JAX_NUM_CPU_DEVICES``), or the run is multi-process (``--distributed``) -> leave JAX alone
+   (the user chose);
 3. the family is not in ``SPLIT_FAMILIES``, or its ``model.network`` is in ``ONE_DEVICE_NETWORKS``
    (measured not to gain) -> one device;
 4. else ``N`` = the largest count ``<= min(cores, MAX_DEVICES)`` that divides ``train.batch_size /
@@ -68,9 +69,10 @@ def accelerator_plugins() -> list[str]:
 
 
 def choose(config: ml_collections.ConfigDict, *, cores: int, platforms: str = "", plugins: tuple[str, ...] = (),
-           xla_flags: str = "", distributed: bool = False) -> Choice:
+           xla_flags: str = "", num_cpu_devices: int = -1, distributed: bool = False) -> Choice:
   """The rule of the module docstring. ``platforms``: ``jax_platforms`` (comma-separated, "" =
-  JAX picks); ``plugins``: ``accelerator_plugins()``."""
+  JAX picks); ``plugins``: ``accelerator_plugins()``; ``num_cpu_devices``: ``jax_num_cpu_devices``
+  as set before (``JAX_NUM_CPU_DEVICES``; -1 = unset)."""
   first = platforms.split(",")[0].strip()
   if first and first != "cpu":
     return Choice(None, f"JAX_PLATFORMS={platforms}: not a CPU run")
@@ -78,6 +80,8 @@ def choose(config: ml_collections.ConfigDict, *, cores: int, platforms: str = ""
     return Choice(None, f"accelerator plugin installed ({', '.join(plugins)}): JAX picks the backend")
   if DEVICE_COUNT_FLAG in xla_flags:
     return Choice(None, f"XLA_FLAGS sets {DEVICE_COUNT_FLAG}")
+  if num_cpu_devices >= 0:
+    return Choice(None, f"JAX_NUM_CPU_DEVICES={num_cpu_devices} is set")
   if distributed:
     return Choice(None, "multi-process run: one device per process")
   family, network = config.model.family, config.model.get("network", "")
@@ -96,9 +100,11 @@ def choose(config: ml_collections.ConfigDict, *, cores: int, platforms: str = ""
 
 
 def choose_here(config: ml_collections.ConfigDict, distributed: bool = False) -> Choice:
-  """``choose`` with this process's cores, ``jax_platforms``, plugins and ``XLA_FLAGS``."""
+  """``choose`` with this process's cores, ``jax_platforms``, plugins, ``XLA_FLAGS`` and
+  ``jax_num_cpu_devices``."""
   import jax  # pylint: disable=import-outside-toplevel  (reading a config value starts no backend)
 
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   return choose(config, cores=cores, platforms=jax.config.jax_platforms or "", plugins=tuple(accelerator_plugins()),
-                xla_flags=os.environ.get("XLA_FLAGS", ""), distributed=distributed)
+                xla_flags=os.environ.get("XLA_FLAGS", ""), num_cpu_devices=jax.config.jax_num_cpu_devices,
+                distributed=distributed)

@@ -59,10 +59,18 @@ def test_family_measured_slower_keeps_one_device():
 @pytest.mark.parametrize("kwargs", [
     {"platforms": "gpu"}, {"platforms": "tpu,cpu"}, {"plugins": ("cuda12",)},
     {"xla_flags": "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=4"},
+    {"num_cpu_devices": 4}, {"num_cpu_devices": 0},  # JAX_NUM_CPU_DEVICES
     {"distributed": True},
 ])
 def test_non_cpu_backend_or_explicit_setting_is_left_alone(kwargs):
   assert cpu_devices.choose(_config(), cores=2, **kwargs).devices is None
+
+
+def test_jax_num_cpu_devices_set_by_the_user_is_left_alone(monkeypatch):
+  """``JAX_NUM_CPU_DEVICES=4`` (read into ``jax.config`` at import) is the user's choice, as the XLA flag."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setattr(type(jax.config), "jax_num_cpu_devices", 4, raising=False)
+  assert cpu_devices.choose_here(_config()).devices is None
 
 
 def test_cpu_forced_by_jax_platforms_decides_despite_a_plugin():
