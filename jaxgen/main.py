@@ -37,7 +37,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (au
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto",
     "CPU-only hosts: split the CPU into this many JAX devices (jax_num_cpu_devices; the data-parallel "
-    "mesh then runs one stream of ops per device at once; train.batch_size must be divisible by it). "
+    "mesh then runs one stream of ops per device at once; train.batch_size (when training) and eval.batch_size must be divisible by it). "
     "auto (default): one device per core for the families measured faster that way, else one "
     "(jaxgen/cpu_devices.py, docs/trainer.md); 0 = JAX's default, one. Same results up to float "
     "summation order. No effect on GPU/TPU runs.")

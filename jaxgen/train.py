@@ -82,9 +82,11 @@ class Experiment:
     return parallel.replicated(self.mesh)
 
   def abstract_state(self) -> TrainState:
-    """Shapes, dtypes and shardings (``train.param_sharding``) of the train state, from the batch of step 0."""
+    """Shapes, dtypes and shardings (``train.param_sharding``) of the train state, from the shapes of
+    the (global) batch of step 0: sampling and evaluation need not split a train batch over the devices."""
     def build():
-      batch0 = parallel.global_batch(self.data.train_batch(0), self.mesh)
+      batch0 = {k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(), *v.shape[1:]), v.dtype)
+                for k, v in self.data.train_batch(0).items()}
       abstract = jax.eval_shape(_init_fn(self), batch0)
       shardings = parallel.state_sharding(abstract, self.mesh, self.config.train.param_sharding)
       return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
@@ -101,7 +103,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True
   evaluation) does not build the family's update groups, which may prepare training data (a first
   stage's latent cache, reflow pairs drawn from a teacher); their repeats only set the schedule."""
   workdir_lib.prepare(workdir_lib.path(workdir))
-  parallel.check_batch_size(config.train.batch_size, "train.batch_size", config.train.grad_accum_steps)
+  if training:  # sampling and evaluation on another device count may keep the config's train batch
+    parallel.check_batch_size(config.train.batch_size, "train.batch_size", config.train.grad_accum_steps)
   parallel.check_batch_size(config.eval.batch_size, "eval.batch_size")
   mesh = parallel.make_mesh()
   data = data_lib.build(config, process_index=jax.process_index(), process_count=jax.process_count())

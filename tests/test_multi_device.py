@@ -5,6 +5,7 @@ JAX starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,9 @@ except UserError as e:
 ts = train.train_and_evaluate(tiny_config("gan", **SGD), sys.argv[1] + "/run")
 leaves = jax.tree.leaves(jax.device_get(ts.params))
 np.savez(sys.argv[1] + "/params.npz", *leaves)
+# evaluation splits only eval batches: a train.batch_size of 6 (as trained on another device count) is fine
+print("EVAL:", train.evaluate(tiny_config("gan", **SGD, **{"train.batch_size": 6, "eval.metrics": ("heldout",)}),
+                              sys.argv[1] + "/run")["disc/loss"])
 """
 
 
@@ -41,6 +45,8 @@ def test_four_devices_match_one_device(tmp_path):
                         text=True, timeout=600, env={**os.environ, **env})
   assert proc.returncode == 0, proc.stderr
   assert "ERROR: train.batch_size=6 is not divisible by the number of devices (4)" in proc.stdout
+  trained = json.loads((tmp_path / "run" / "eval" / "step_2.json").read_text())
+  assert f"EVAL: {trained['disc/loss']!r}" in proc.stdout  # --mode=eval repeats the run's own evaluation
   # The reference run's evaluation is not compared (the 4-device run's is what runs sharded): heldout only.
   ts = train.train_and_evaluate(tiny_config("gan", **SGD, **{"eval.metrics": ("heldout",)}), str(tmp_path / "single"))
   multi = np.load(tmp_path / "params.npz")
