@@ -89,6 +89,8 @@ def choose(config: ml_collections.ConfigDict, *, cores: int, platforms: str = ""
     return Choice(1, f"family {family} is not faster on several CPU devices")
   if network in ONE_DEVICE_NETWORKS:
     return Choice(1, f"family {family} with model.network={network} is not faster on several CPU devices")
+  if min(cores, MAX_DEVICES) == 1:
+    return Choice(1, "1 core: one device")
   micro = config.train.batch_size // max(1, config.train.grad_accum_steps)
   n = next(d for d in range(min(cores, MAX_DEVICES), 0, -1)
            if micro % d == 0 and config.eval.batch_size % d == 0)
