@@ -377,6 +377,13 @@ def test_sample_steps_beyond_the_trained_timesteps_are_refused_when_the_family_i
   build(load_config("ddpm_toy2d", **{"sample.sampler": "ddpm", "sample.steps": 201}), spec)
 
 
+@pytest.mark.parametrize("name", ["ddpm_toy2d", "flow_matching_toy2d"])
+def test_bfloat16_with_the_float32_mlp_denoiser_is_refused_when_the_family_is_built(name):
+  """The MLP denoiser of points has no compute dtype: bfloat16 would be a silent float32 run."""
+  with pytest.raises(UserError, match=r"train.compute_dtype=bfloat16 changes nothing in model.network='mlp'"):
+    build(load_config(name, **{"train.compute_dtype": "bfloat16"}), DataSpec("toy2d/ring8", "points", (2,)))
+
+
 # ---- networks ---------------------------------------------------------------------------------
 
 

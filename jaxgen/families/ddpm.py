@@ -54,7 +54,7 @@ def denoiser_defaults() -> dict:
 
 def build_denoiser(m: ml_collections.ConfigDict, spec: DataSpec, num_classes: int, dtype=None) -> nn.Module:
   """The network ``f(x, t[, label])`` named by ``model.network`` for data ``spec``; the U-Net computes
-  in ``dtype`` (``train.compute_dtype``; the MLP denoiser always in float32)."""
+  in ``dtype`` (``train.compute_dtype``); the MLP denoiser only in float32 (another dtype is refused)."""
   if m.network == "unet":
     if spec.modality != "image":
       raise UserError(f"model.network='unet' needs images, {spec.name!r} is {spec.modality}; "
@@ -67,6 +67,9 @@ def build_denoiser(m: ml_collections.ConfigDict, spec: DataSpec, num_classes: in
     if spec.modality != "points":
       raise UserError(f"model.network='mlp' is for points, {spec.name!r} is {spec.modality}; "
                       "use model.network='unet'")
+    if dtype is not None and jnp.dtype(dtype) != jnp.float32:  # a run must not claim a precision it did not use
+      raise UserError(f"train.compute_dtype={jnp.dtype(dtype).name} changes nothing in model.network='mlp' (the "
+                      "MLP denoiser of points computes in float32); use --config.train.compute_dtype=float32")
     return MLPDenoiser(hidden=m.mlp.hidden, num_blocks=m.mlp.num_blocks, num_classes=num_classes)
   raise UserError(f"model.network={m.network!r} is unknown; use unet or mlp")
 
