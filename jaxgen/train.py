@@ -119,6 +119,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True
   saved = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints, config, read_only=True)
   saved_config = saved.saved_config()
   saved.close()
+  if not training and saved_config is not None:  # no update is made: the optimizer state restores as saved,
+    with config.unlocked():  # whatever optim.* flags this command repeats or not
+      config.optim = ml_collections.ConfigDict(saved_config.get("optim", {}))
   optim.resolve_decay_steps(config, saved_config)  # an extended run keeps its schedule
   if training and saved_config is not None:  # a fresh run's horizons were checked with the whole config
     validate.warmup_within_horizon(config, resumed=True)

@@ -117,6 +117,8 @@ def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir, monkeypatch):
   assert len(paths) == 1 and Image.open(paths[0]).size[0] >= 64
   assert os.path.basename(paths[0]) == "sample_step_4_seed_0.png"  # the run's own sample settings
   first = Image.open(paths[0]).tobytes()
+  other_optimizer = tiny_config("vae", **{"eval.iwae_samples": 8, "optim.model.name": "sgd"})
+  assert Image.open(train.sample(other_optimizer, workdir)[0]).tobytes() == first  # sampling makes no update
   config.sample.num = 4  # other settings on the same checkpoint: their own file, the first one kept
   other = train.sample(config, workdir)
   assert [os.path.basename(p) for p in other] == ["sample_step_4_seed_0_num=4.png"]
