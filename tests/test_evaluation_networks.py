@@ -417,7 +417,7 @@ def test_evaluate_samples_errors_and_unavailable_inception(caplog):
   with pytest.raises(UserError, match="scores a model on the test split"):
     ev.evaluate_samples(["heldout"], np.zeros((4, 2)), np.zeros((4, 2)), ring)
   cifar = DataSpec("cifar10", "image", (32, 32, 3), levels=256)
-  images = np.zeros((4, 32, 32, 3), np.float32)
+  images = np.zeros((20, 32, 32, 3), np.float32)  # the 2 per split of "is"
   with caplog.at_level(logging.WARNING):
     assert ev.evaluate_samples(["fid", "is"], images, images, cifar) == {}
   assert "inception_weights" in caplog.text

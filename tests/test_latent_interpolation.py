@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import tiny_config
-from jaxgen import families
+from jaxgen import families, parallel
 from jaxgen.data.spec import DataSpec
 from jaxgen.evaluation import interpolation
 
@@ -80,7 +80,8 @@ def test_gan_grid_endpoints_are_the_samples_of_their_latents(tmp_path):
   ctx = types.SimpleNamespace(config=family.config, family=family, spec=DIGITS, step=7, is_writer=True,
                               ts=types.SimpleNamespace(ema_params=params, state=state), data=None,
                               cached=lambda name, build: jitted.setdefault(name, build()), key=lambda stream: rng,
-                              path=lambda *parts: str(tmp_path.joinpath(*parts)))
+                              path=lambda *parts: str(tmp_path.joinpath(*parts)),
+                              exp=types.SimpleNamespace(replicated=parallel.replicated(parallel.make_mesh())))
   evaluator = interpolation.Interpolation()
   evaluator.check(family.config, DIGITS, family)
   assert evaluator.run(ctx) == {}
