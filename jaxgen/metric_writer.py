@@ -110,8 +110,15 @@ class MetricWriter:
     self._file = None if self._remote else self._path.open("a")
     # tensorboardX names the event file by the second and truncates an existing one: the suffix keeps
     # a writer opened within the same second from erasing the last one's events, in start order.
-    self._tb = SummaryWriter(str(root / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1,
+    redone = bool(redo) and resume_step is not None  # the resumed step's events are purged too, its kept rows rewritten
+    self._tb = SummaryWriter(str(root / "tensorboard"),
+                             purge_step=None if resume_step is None else resume_step + (0 if redone else 1),
                              filename_suffix=f".{time.time_ns()}")
+    for row in map(parse_row, rows if redone else []):
+      if row is not None and int(row["step"]) == resume_step:
+        for k, v in row.items():
+          if k != "step":
+            self._tb.add_scalar(k, v, resume_step)
 
   def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
     if not self.active:

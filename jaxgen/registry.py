@@ -10,6 +10,12 @@ from jaxgen.errors import UserError
 T = TypeVar("T")
 
 
+def did_you_mean(name: str, candidates: list[str]) -> str:
+  """``" (did you mean 'fid'?)"`` naming the candidate closest to a mistyped ``name``, or ``""``."""
+  close = difflib.get_close_matches(name, candidates, n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class Registry(Generic[T]):
   """A mapping from names to objects, filled by ``@REGISTRY.register("name")``.
 
@@ -37,9 +43,7 @@ class Registry(Generic[T]):
 
   def unknown(self, name: str) -> str:
     """``"unknown evaluator 'fdi' (did you mean 'fid'?); available: ais, ..."``."""
-    close = difflib.get_close_matches(name, self.names(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {self.what} {name!r}{hint}; available: {', '.join(self.names())}"
+    return f"unknown {self.what} {name!r}{did_you_mean(name, self.names())}; available: {', '.join(self.names())}"
 
   def names(self) -> list[str]:
     return sorted(self._items)

@@ -41,8 +41,8 @@ import tqdm
 from absl import logging
 
 from jaxgen import checkpoint as checkpoint_lib
+from jaxgen import config_defaults, evaluation, families, optim, parallel, preemption, sampling, validate
 from jaxgen import data as data_lib
-from jaxgen import evaluation, families, optim, parallel, preemption, sampling, validate
 from jaxgen import state as state_lib
 from jaxgen import workdir as workdir_lib
 from jaxgen.errors import Preempted, UserError
@@ -120,8 +120,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, training: bool = True
   saved_config = saved.saved_config()
   saved.close()
   if not training and saved_config is not None:  # no update is made: the optimizer state restores as saved,
-    with config.unlocked():  # whatever optim.* flags this command repeats or not
-      config.optim = ml_collections.ConfigDict(saved_config.get("optim", {}))
+    with config.unlocked():  # whatever optim.* flags this command repeats or not (fields the saved config
+      config_defaults.merge(config.optim, saved_config.get("optim", {}))  # predates keep their defaults)
   optim.resolve_decay_steps(config, saved_config)  # an extended run keeps its schedule
   if training and saved_config is not None:  # a fresh run's horizons were checked with the whole config
     validate.warmup_within_horizon(config, resumed=True)

@@ -204,7 +204,7 @@ def test_fsdp_and_remat_match_the_replicated_run_on_four_devices(tmp_path):
   """3 SGD steps on 4 host devices: FSDP (params and optimizer state split over the devices) gives
   the replicated params to 1e-5, remat gives them to 1e-6; the interpolation grid of an FSDP VAE
   holds every row (not the first device's shard)."""
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": ROOT}
+  env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4", "PYTHONPATH": ROOT}
   proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(tmp_path)], cwd=ROOT, capture_output=True,
                         text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr

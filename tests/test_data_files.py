@@ -443,8 +443,8 @@ def _bad_inputs(tmp):
       (f"images:{tmp / 'dangling'}", {}, "file b.png cannot be opened .*a broken symbolic link"),
       (f"arrays:{tmp / 'nan.npz'}", {}, "2 rows of x_test hold NaN or inf: drop them"),
       ("images:", {}, "names no path"),
-      (f"images:{tmp / 'only_test'}", {}, "has an empty train split: .*a smaller data.test_fraction"),
-      (f"arrays:{tmp / 'whole.npz'}", {"test_fraction": 1e-9}, "has an empty test split: .*a larger data.test_fraction"),
+      (f"images:{tmp / 'only_test'}", {}, "has an empty train split: .*test_fraction makes the splits, a smaller one; .*a test/ folder"),
+      (f"arrays:{tmp / 'whole.npz'}", {"test_fraction": 1e-9}, "has an empty test split: .*test_fraction makes the splits, a larger one"),
   ]
 
 

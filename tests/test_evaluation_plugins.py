@@ -154,7 +154,7 @@ def test_toy_evaluator_and_source_in_train_and_eval_modes(workdir):
     ("toy2d/moons", ("mode_coverage",), {}, "needs a Gaussian-mixture toy2d data set"),
     ("toy2d/ring8", ("is",), {}, "needs a classifier's logits"),
     ("digits", ("fid", "precision_recall"), {"eval.num_samples": 3}, "'precision_recall' needs eval.num_samples >= 4"),
-    ("digits", ("is",), {"eval.num_samples": 19}, "'is' needs eval.num_samples >= 20"),  # 2 per split
+    ("digits", ("is",), {"eval.num_samples": 19}, r"'is' needs eval.num_samples >= 2 \* eval.is.splits = 20 .*--config.eval.is.splits=9$"),  # 2 per split
     ("digits", ("is",), {"eval.is.splits": 0}, "eval.is.splits=0"),
     ("digits", ("density_plot",), {}, "draws 2-D points, not image"),
     ("toy2d/ring8", ("density_plot",), {}, "needs an exact likelihood"),  # found by jax.eval_shape
@@ -214,7 +214,9 @@ class Returns(evaluation.Evaluator):
 
 @pytest.mark.parametrize("out,expected", [
     ({"a": np.float32(1.5), "b": jnp.asarray(2.25), "c": 3, "d": np.float64("nan")}, {"a": 1.5, "b": 2.25, "c": 3.0}),
-    ({"a": np.arange(3.0)}, "reports 'a' = array"), ({"a": "high"}, "reports 'a' = 'high'"),
+    ({"a": np.zeros((40, 10))}, r"reports 'a' = a ndarray of shape \(40, 10\) and dtype float64, "
+                                 "not a real number"),  # one line, not the array's repr
+    ({"a": "high"}, "reports 'a' = a str of shape"),
     ({"a": jnp.ones(1)}, "not a real number"), (None, "returned NoneType, not a dict"),
 ])
 def test_evaluator_numbers_become_floats_and_anything_else_names_the_evaluator(out, expected):

@@ -40,7 +40,7 @@ print("EVAL:", train.evaluate(tiny_config("gan", **SGD, **{"train.batch_size": 6
 
 def test_four_devices_match_one_device(tmp_path):
   """Data parallel over 4 (host) devices gives the single-device params up to float tolerance."""
-  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": ROOT}
+  env = {"XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=4", "PYTHONPATH": ROOT}
   proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,
                         text=True, timeout=600, env={**os.environ, **env})
   assert proc.returncode == 0, proc.stderr

@@ -419,15 +419,17 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   assert [r["step"] for r in rows if "eval/num_eval_examples" in r] == [3, 6]
   drop = lambda r: {k: v for k, v in r.items() if k != "train/steps_per_second"}  # noqa: E731
   assert [drop(r) for r in rows] == [drop(r) for r in first]
-  # TensorBoard, reading both runs' event files, purges the interrupted run's steps 4..6 too.
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
 
-  events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
-  events.Reload()
-  seen = [(tag, e.step, e.value) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
-  want = [(k, r["step"], v) for r in rows for k, v in r.items() if k != "step"]
-  assert sorted((t, s) for t, s, _ in seen) == sorted((t, s) for t, s, _ in want)
-  np.testing.assert_allclose([v for *_, v in sorted(seen)], [v for *_, v in sorted(want)], rtol=1e-6)
+  def tensorboard_matches_metrics():  # reading every run's event files: one value per step and tag
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+    events.Reload()
+    seen = [(tag, e.step, e.value) for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
+    want = [(k, r["step"], v) for r in _rows(workdir) for k, v in r.items() if k != "step"]
+    assert sorted((t, s) for t, s, _ in seen) == sorted((t, s) for t, s, _ in want)
+    np.testing.assert_allclose([v for *_, v in sorted(seen)], [v for *_, v in sorted(want)], rtol=1e-6)
+
+  tensorboard_matches_metrics()  # the interrupted run's steps 4..6 are purged
   with open(os.path.join(workdir, "eval", "step_3.json")) as f:
     evaluated = f.read()
   shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # killed while evaluating step 3, just saved:
@@ -438,3 +440,4 @@ def test_metrics_have_one_row_per_step_after_a_resume(workdir):
   assert [drop(r) for r in _rows(workdir)] == [drop(r) for r in first]
   with open(os.path.join(workdir, "eval", "step_3.json")) as f:
     assert f.read() == evaluated
+  tensorboard_matches_metrics()  # step 3's first evaluation is purged, its train events kept

@@ -119,6 +119,10 @@ def test_vae_eval_reports_elbo_and_iwae_in_nats_and_bits(workdir, monkeypatch):
   first = Image.open(paths[0]).tobytes()
   other_optimizer = tiny_config("vae", **{"eval.iwae_samples": 8, "optim.model.name": "sgd"})
   assert Image.open(train.sample(other_optimizer, workdir)[0]).tobytes() == first  # sampling makes no update
+  older = checkpoint.plain(config)  # a checkpoint saved before optim.*.clip_params existed
+  del older["optim"]["model"]["clip_params"]
+  monkeypatch.setattr(checkpoint.Checkpointer, "saved_config", lambda self: older)
+  assert Image.open(train.sample(other_optimizer, workdir)[0]).tobytes() == first
   config.sample.num = 4  # other settings on the same checkpoint: their own file, the first one kept
   other = train.sample(config, workdir)
   assert [os.path.basename(p) for p in other] == ["sample_step_4_seed_0_num=4.png"]

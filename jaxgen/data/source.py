@@ -187,7 +187,8 @@ def load(data: ml_collections.ConfigDict) -> Splits:
   for split, fraction in (("train", "smaller"), ("test", "larger")):
     if not len(getattr(loaded, split)):
       raise UserError(f"data set {data.name!r} has an empty {split} split: give it more examples "
-                      f"(or a {fraction} data.test_fraction)")
+                      f"(where data.test_fraction makes the splits, a {fraction} one; where the data "
+                      f"has its own test split, such as a test/ folder, give that split files)")
   _check_examples(entry.name, loaded)
   return loaded
 

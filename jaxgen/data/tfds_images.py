@@ -19,7 +19,6 @@ record decoding.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ import numpy as np
 from jaxgen.data import cache, image_ops, source, tfds_common
 from jaxgen.data.spec import DataSpec
 from jaxgen.errors import UserError
+from jaxgen.registry import did_you_mean
 
 _BINARY = ("binarized_mnist",)
 DEFAULTS = {
@@ -53,8 +53,7 @@ class TfdsSource:
           lambda: tfds.data_source(name, split=split, data_dir=data_dir, download=False), name, split,
           data_dir)
     except tfds.core.registered.DatasetNotFoundError:
-      close = difflib.get_close_matches(name, [n for n in source.SOURCES.names() if not n.endswith(":")], n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      hint = did_you_mean(name, [n for n in source.SOURCES.names() if not n.endswith(":")])
       raise UserError(
           f"unknown data set {name!r}{hint}: it is neither a registered data source "
           f"({', '.join(source.SOURCES.names())}) nor <kind>:<path> nor a tensorflow-datasets "

@@ -168,7 +168,8 @@ def _numbers(name: str, out: Any) -> dict[str, float]:
   for key, value in out.items():
     array = np.asarray(value)
     if not isinstance(key, str) or array.ndim or array.dtype.kind not in "biuf":
-      raise TypeError(f"evaluator {name!r} reports {key!r} = {value!r}, not a real number: return "
+      what = f"{type(value).__name__} of shape {array.shape} and dtype {array.dtype}"  # never a multi-line repr
+      raise TypeError(f"evaluator {name!r} reports {key!r} = a {what}, not a real number: return "
                       "{name: float(value)}, one key per number")
     numbers[key] = float(array)
   return numbers

@@ -62,6 +62,10 @@ class InceptionScore(FeatureMetric):
     if splits < 1:
       raise UserError(f"eval.is.splits={splits}: the Inception Score needs >= 1 split; "
                       "set e.g. --config.eval.is.splits=10")
+    if config.eval.num_samples < 2 * splits:
+      raise UserError(f"metric 'is' needs eval.num_samples >= 2 * eval.is.splits = {2 * splits} (a split of one "
+                      f"sample scores exactly 1), got {config.eval.num_samples}; raise eval.num_samples or set "
+                      f"--config.eval.is.splits={max(1, config.eval.num_samples // 2)}")
     super().check(config, spec, family)
 
   def run(self, ctx) -> dict[str, float]:
