@@ -62,6 +62,19 @@ def workdir(tmp_path):
   return str(tmp_path / "run")
 
 
+#: The slowest test files (minutes each on 2 cores), run first. Under ``--dist loadfile`` each file goes
+#: whole to one worker, in collection order: one of these collected last (alphabetically) kept the
+#: other worker idle for minutes at the end of the suite.
+SLOW_FILES = ("test_experiments.py", "test_gan.py", "test_train.py", "test_sweep.py", "test_multi_device.py",
+              "test_bad_inputs.py", "test_cli.py", "test_accelerators.py", "test_diffusion.py",
+              "test_reliability.py", "test_evaluation.py", "test_flow_matching.py", "test_cpu_auto.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """One persistent XLA cache for the session (its pytest-xdist workers and their subprocesses): the

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxgen.errors import UserError
 from jaxgen.evaluation.base import register
-from jaxgen.evaluation.features import FeatureMetric
+from jaxgen.evaluation.features import FeatureMetric, check_space
 
 
 @jax.jit
@@ -50,9 +50,6 @@ class InceptionScore(FeatureMetric):
   def defaults(cls) -> dict:
     return {"every": 0, "splits": 10}
 
-  def min_samples(self, config) -> int:
-    return 2 * self.settings(config).splits
-
   def real_examples_needed(self, config) -> int:
     del config
     return 0
@@ -62,11 +59,11 @@ class InceptionScore(FeatureMetric):
     if splits < 1:
       raise UserError(f"eval.is.splits={splits}: the Inception Score needs >= 1 split; "
                       "set e.g. --config.eval.is.splits=10")
+    check_space(config, spec, self.name, self.needs_logits)  # FeatureMetric.check, with its own sample count
     if config.eval.num_samples < 2 * splits:
       raise UserError(f"metric 'is' needs eval.num_samples >= 2 * eval.is.splits = {2 * splits} (a split of one "
                       f"sample scores exactly 1), got {config.eval.num_samples}; raise eval.num_samples or set "
                       f"--config.eval.is.splits={max(1, config.eval.num_samples // 2)}")
-    super().check(config, spec, family)
 
   def run(self, ctx) -> dict[str, float]:
     mean, std = inception_score(ctx.fake_features.logits, self.settings(ctx.config).splits)
