@@ -68,7 +68,7 @@ def base(family: str = "") -> ml_collections.ConfigDict:
   c = _shared()
   for name in data.SOURCES.names():  # a source's field must not silently change a shared default
     for key, value in data.SOURCES.get(name).defaults.items():
-      if key in c.data and (type(value) is not type(c.data[key]) or value != c.data[key]):
+      if key in c.data and not data.source.same_default(value, c.data[key]):
         raise ValueError(f"data source {name!r} declares data.{key}={value!r}, a field shared by every "
                          f"config whose default is {c.data[key]!r}: declare that default, or name its own field")
   merge(c.data, data.default_config())

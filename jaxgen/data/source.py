@@ -120,7 +120,8 @@ class DataSource:
 SOURCES: Registry[DataSource] = Registry("data source")
 
 
-def _same_default(a: Any, b: Any) -> bool:
+def same_default(a: Any, b: Any) -> bool:
+  """Whether two declarations of a ``data.*`` field give it the same default (value and type)."""
   if isinstance(a, ml_collections.FieldReference) or isinstance(b, ml_collections.FieldReference):
     return (isinstance(a, ml_collections.FieldReference) and isinstance(b, ml_collections.FieldReference)
             and a.get() == b.get() and a.get_type() == b.get_type())
@@ -139,7 +140,7 @@ def register(name: str, defaults: Mapping[str, Any] | None = None) -> Callable[[
   def decorator(loader: Loader) -> Loader:
     for other in SOURCES.names():
       for key, value in SOURCES.get(other).defaults.items():
-        if key in defaults and not _same_default(defaults[key], value):
+        if key in defaults and not same_default(defaults[key], value):
           raise ValueError(f"data source {name!r} declares data.{key}={defaults[key]!r}, but "
                            f"{other!r} declares it with the default {value!r}: use one default")
     SOURCES.register(name)(DataSource(name, loader, defaults))
